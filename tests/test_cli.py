@@ -61,10 +61,15 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
 
 def test_quickstart_pipeline_runs_end_to_end(tmp_path):
     # The README's main job, shrunk: same stages and commands, a few items and steps.
-    out = run("quickstart", "--out", tmp_path / "qs", "--steps", "10", "--n-per-task", "4", "--eval-items", "6").stdout
+    out = run("quickstart", "--out", tmp_path / "qs", "--steps", "10", "--rl-steps", "2", "--n-per-task", "4",
+              "--eval-items", "6", "--max-tokens", "12").stdout
     for stage in ("$ audior1 data synth", "$ audior1 init --preset demo", "$ audior1 eval --bench synthetic",
-                  "$ audior1 train sft", "$ audior1 ask --model"):
+                  "$ audior1 train sft", "$ audior1 train rl --algo grpo", "$ audior1 ask --model"):
         assert stage in out, stage
-    assert "test accuracy on noise_colour, timbre, count_events:" in out
+    assert "test split (noise_colour, timbre, count_events), greedy:" in out
+    for name in ("untrained", "10 SFT steps", "2 GRPO steps"):
+        assert f"{name}: accuracy" in out, name
     assert (tmp_path / "qs" / "demo-sft" / "checkpoints" / "step-000010" / "model.safetensors").exists()
-    assert (tmp_path / "qs" / "eval-sft" / "summary.json").exists()
+    assert (tmp_path / "qs" / "demo-grpo" / "checkpoints" / "step-000002" / "model.safetensors").exists()
+    for stage in ("eval-init", "eval-sft", "eval-grpo"):
+        assert (tmp_path / "qs" / stage / "summary.json").exists()
