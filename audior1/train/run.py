@@ -198,9 +198,10 @@ def evaluate_generation(run: Run, model: torch.nn.Module, items: list[dict], kin
                         think_budget: int | None, reward=None, seed: int = 0, temperature: float = 0.0,
                         samples: int = 1) -> dict:
     """Answers to `items` (split over ranks; greedy by default, else `samples` seeded samples each):
-    accuracy overall and per task, mean reward (when given a reward function), mean reasoning tokens."""
+    accuracy overall and per task, mean reward (when given a reward function), mean reasoning tokens and
+    the share of answers that reason (a non-empty think block, the format reward's test)."""
     from audior1.engine import SamplingParams
-    from audior1.train.rewards import is_correct
+    from audior1.train.rewards import has_reasoning, is_correct
 
     mine = list(enumerate(items))[run.d.rank :: run.d.world]
     params = [SamplingParams(n=samples, temperature=temperature, max_tokens=max_tokens, max_think_tokens=think_budget,
@@ -210,10 +211,12 @@ def evaluate_generation(run: Run, model: torch.nn.Module, items: list[dict], kin
     for (_, it), comps in zip(mine, outs):
         for c in comps:
             r = reward([c.text], answer=[it["answer"]], choices=[it.get("choices")])[0] if reward else None
-            rows.append((it["task"], is_correct(c.text, it["answer"], it.get("choices")), r, c.reasoning_tokens))
+            rows.append((it["task"], is_correct(c.text, it["answer"], it.get("choices")), r, c.reasoning_tokens,
+                         has_reasoning(c.text)))
     rows = [r for part in run.d.gather_objects(rows) for r in part]
     result = {"accuracy": sum(r[1] for r in rows) / max(1, len(rows)), "eval_items": len(rows) // samples,
-              "eval_reasoning_tokens": sum(r[3] for r in rows) / max(1, len(rows))}
+              "eval_reasoning_tokens": sum(r[3] for r in rows) / max(1, len(rows)),
+              "eval_reasoning_share": sum(r[4] for r in rows) / max(1, len(rows))}
     if reward:
         result["reward"] = sum(r[2] for r in rows) / max(1, len(rows))
     for task in sorted({r[0] for r in rows}):
