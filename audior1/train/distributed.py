@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from audior1.checkpoint import CheckpointError, WeightSource, init_buffers, read_weights
+from audior1.checkpoint import WeightSource, init_buffers, read_weights
 from audior1.model import StepAudioR1ForCausalLM
 
 
@@ -135,9 +135,12 @@ def agree(d: Dist, fn):
         raise error
     failed = [(rank, r) for rank, r in enumerate(reports) if r is not None]
     if failed:
+        from audior1.errors import USER_ERRORS
+
         rank, (kind, message) = failed[0]
-        if kind == CheckpointError.__name__:
-            raise CheckpointError(f"(on rank {rank}) {message}")
+        user_error = {cls.__name__: cls for cls in USER_ERRORS}.get(kind)
+        if user_error is not None:  # the same kind, so the CLI prints it as one line here too
+            raise user_error(f"(on rank {rank}) {message}")
         raise RuntimeError(f"rank {rank} failed: {kind}: {message}")
     return result
 
