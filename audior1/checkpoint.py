@@ -6,6 +6,10 @@ Design choices
   place (cast to the requested dtype, moved to the requested device), so loading never holds a
   checkpoint twice in memory. Keys and shapes are checked against the files' headers *before* any
   weight is read; a strict load reports every missing, unexpected and mis-shaped key at once.
+- Every load path goes through `open_checkpoint` (config → meta model → checked `WeightSource`) and
+  `read_weights` (one tensor at a time): the single-process `load_model`, one part alone (`load_part`),
+  and the sharded training load in `audior1.train.distributed`, which asks `read_weights` for just its
+  rows of each tensor. So the checks and their messages exist once.
 - Writing (and `init` of a random checkpoint) goes one tensor at a time into shards of bounded size,
   so `audior1 init --preset step-audio-r1` needs one shard of memory, not 67 GB.
 - Key maps for building from public parts (Qwen2-Audio encoder + Qwen2.5 LM) are data, not code.
@@ -120,21 +124,26 @@ def _preview(items: list[str], limit: int = 12) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def load_model(path: str | Path, dtype=None, device=None, strict: bool = True) -> StepAudioR1ForCausalLM:
-    """Build the model on the meta device and stream the weights in.
+@dataclass
+class WeightSource:
+    """A checked plan for reading a checkpoint: which file holds each tensor to read, and which tensors the
+    checkpoint lacks (non-strict loads only; they get `initial_value`). Building one reads headers only."""
+    where: Path
+    files: dict[str, Path]  # name → file, in model order
+    missing: list[str]  # names to initialise instead of reading, in model order
+    shapes: dict[str, tuple[int, ...]]  # every expected name's full shape
 
-    dtype: None keeps config.json's `torch_dtype`; device: None is CPU. With strict=False, missing tensors
-    keep their initial values and unexpected ones are ignored (both are still reported as a warning)."""
-    model_dir = Path(path)
-    if not model_dir.is_dir():
-        raise CheckpointError(f"{model_dir}: not a directory")
-    config = ModelConfig.from_file(model_dir / "config.json")
-    dtype = resolve_dtype(dtype) or resolve_dtype(config.torch_dtype)
-    device = torch.device(device or "cpu")
+
+def plan_weights(model_dir: str | Path, expected: dict[str, tuple[int, ...]], strict: bool = True,
+                 only: str | None = None, stacklevel: int = 1) -> WeightSource:
+    """Check the checkpoint's names and shapes against `expected` (every problem reported at once) and
+    return what to read. `only`: consider just the names under this prefix (loading one part alone).
+    `stacklevel`: which caller a non-strict warning points at (1: the caller of this function)."""
+    model_dir = Path(model_dir)
     files = weight_files(model_dir)
-    with torch.device("meta"):
-        model = StepAudioR1ForCausalLM(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if only is not None:
+        files = {k: v for k, v in files.items() if k.startswith(only)}
+        expected = {k: v for k, v in expected.items() if k.startswith(only)}
     found = tensor_shapes(files)
     problems = check_keys(expected, found, str(model_dir))
     if problems and strict:
@@ -142,28 +151,100 @@ def load_model(path: str | Path, dtype=None, device=None, strict: bool = True) -
     if problems:
         import warnings
 
-        warnings.warn("non-strict load:\n  " + "\n  ".join(problems), stacklevel=2)
-    loadable = {k: files[k] for k in expected if k in found and found[k] == expected[k]}
-    _stream_into(model, loadable, expected, dtype, device)
-    model.eval()
-    return model
+        warnings.warn("non-strict load:\n  " + "\n  ".join(problems), stacklevel=stacklevel + 1)
+    loadable = {k: files[k] for k in expected if k in found and tuple(found[k]) == tuple(expected[k])}
+    missing = [k for k in expected if k not in loadable]
+    return WeightSource(model_dir, loadable, missing, dict(expected))
 
 
-def _stream_into(model, files: dict[str, Path], expected, dtype, device) -> None:
-    """Read each file once, moving tensors one at a time into the meta-built model."""
-    targets = dict(model.named_parameters())
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    loaded = set()
-    for path, names in _group_by_file(files).items():
+def read_weights(source: WeightSource, region: Callable[[str], tuple[slice, ...] | None] | None = None
+                 ) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, CPU tensor in the file's dtype), one tensor at a time: each file is opened once, then the
+    tensors the checkpoint lacks get their initial values (seeded as always, so a non-strict load is
+    reproducible). `region(name)` may return a slice per dimension: then only that part is read
+    (`get_slice`), which is how a process reads its own shard of a tensor and nothing else."""
+    for path, names in _group_by_file(source.files).items():
         with safe_open(path, "pt", device="cpu") as f:
             for name in names:
-                _assign(model, targets[name], name, f.get_tensor(name).to(device=device, dtype=dtype))
-                loaded.add(name)
-    for name in expected:  # non-strict: fill what the checkpoint lacked
-        if name not in loaded:
-            _assign(model, targets[name], name, initial_value(name, expected[name], gen).to(device=device, dtype=dtype))
+                part = region(name) if region else None
+                yield name, f.get_tensor(name) if part is None else f.get_slice(name)[part]
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for name in source.missing:
+        part = region(name) if region else None
+        value = initial_value(name, source.shapes[name], gen)  # the whole tensor: the generator's order
+        yield name, value if part is None else value[part].clone()
+
+
+def state_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    """Every state-dict entry's full shape (a DTensor reports its global shape), in module order."""
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def build_meta(config: ModelConfig, dtype: torch.dtype = torch.float32) -> StepAudioR1ForCausalLM:
+    """The model on the meta device: shapes and dtypes, no storage."""
+    with torch.device("meta"):
+        return StepAudioR1ForCausalLM(config).to(dtype)
+
+
+def open_checkpoint(path: str | Path, dtype=None, strict: bool = True, only: str | None = None,
+                    stacklevel: int = 1) -> tuple[StepAudioR1ForCausalLM, WeightSource]:
+    """The model on the meta device (in `dtype`; None: config.json's `torch_dtype`) and the checked plan
+    for filling it. Reads config.json and the safetensors headers only: every load path starts here, so
+    single-process and sharded loads share one set of checks and messages."""
+    model_dir = Path(path)
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: not a directory")
+    config = ModelConfig.from_file(model_dir / "config.json")
+    dtype = resolve_dtype(dtype) or resolve_dtype(config.torch_dtype)
+    model = build_meta(config, dtype)  # cannot fail: from_file validated the config
+    source = plan_weights(model_dir, state_shapes(model), strict, only, stacklevel=stacklevel + 1)
+    return model, source
+
+
+def load_model(path: str | Path, dtype=None, device=None, strict: bool = True) -> StepAudioR1ForCausalLM:
+    """Build the model on the meta device and stream the weights in.
+
+    dtype: None keeps config.json's `torch_dtype`; device: None is CPU. With strict=False, missing tensors
+    keep their initial values and unexpected ones are ignored (both are still reported as a warning)."""
+    model, source = open_checkpoint(path, dtype, strict, stacklevel=2)
+    _stream_into(model, source, torch.device(device or "cpu"))
+    return model.eval()
+
+
+def load_part(path: str | Path, part: str, dtype=None, device=None) -> torch.nn.Module:
+    """One top-level part of a checkpoint (e.g. "encoder"), materialised alone and strictly: what a
+    process needs unsharded while the rest of the model is sharded over processes."""
+    model, source = open_checkpoint(path, dtype, strict=True, only=part + ".")
+    _stream_into(model, source, torch.device(device or "cpu"))
+    return model.get_submodule(part).eval()
+
+
+def materialize(config: ModelConfig, dtype: torch.dtype, device) -> StepAudioR1ForCausalLM:
+    """The model with uninitialised weights allocated directly on `device` (and buffers computed): for a
+    copy whose every weight is about to be overwritten, without reading the checkpoint again."""
+    model = build_meta(config, dtype).to_empty(device=device)
+    init_buffers(model, device)
+    return model.eval()
+
+
+def _stream_into(model: StepAudioR1ForCausalLM, source: WeightSource, device: torch.device) -> None:
+    """Move tensors one at a time into the meta-built model (cast to its dtype), then its buffers."""
+    targets = dict(model.named_parameters())
+    for name, value in read_weights(source):
+        target = targets[name]
+        _assign(model, target, name, value.to(device=device, dtype=target.dtype))
+    init_buffers(model, device)
+
+
+def init_buffers(model: StepAudioR1ForCausalLM, device) -> None:
+    """Compute the buffers no checkpoint holds. The only one is RoPE's `inv_freq` (non-persistent); a
+    model built on the meta device or allocated with `to_empty` has no value for it. Any other buffer is
+    an error, so a new one cannot silently stay uninitialised on some load path."""
     rotary = model.model.rotary
     rotary.inv_freq = type(rotary)(model.config.text.head_dim, model.config.text.rope_theta).inv_freq.to(device)
+    others = [name for name, _ in model.named_buffers() if name != "model.rotary.inv_freq"]
+    if others:
+        raise RuntimeError(f"init_buffers does not know how to initialise {', '.join(others)}")
 
 
 def _assign(model: torch.nn.Module, param: torch.nn.Parameter, name: str, value: torch.Tensor) -> None:

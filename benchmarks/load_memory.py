@@ -44,7 +44,8 @@ print(f"{(peak_kb() - before) / 1024:.1f} {seconds:.2f}")
 """
 
 
-def make_checkpoint(path: Path) -> float:
+def make_checkpoint(path: Path, dtype: str | None = None) -> float:
+    """The benchmark model saved to `path` (in `dtype`, default fp32); returns its size in MB."""
     from audior1.checkpoint import save_checkpoint
     from audior1.config import preset
     from audior1.model import StepAudioR1ForCausalLM
@@ -56,8 +57,9 @@ def make_checkpoint(path: Path) -> float:
     cfg.audio_patch_token_id = 5
     model = StepAudioR1ForCausalLM(cfg)
     model.init_weights(0)
-    save_checkpoint(model, path, max_shard_bytes=10 * 1024**3)  # one file, so the baseline can read it
-    return sum(p.numel() for p in model.parameters()) * 4 / 1e6
+    save_checkpoint(model, path, dtype=dtype, max_shard_bytes=10 * 1024**3)  # one file, so the baseline can read it
+    element = 2 if dtype in ("bfloat16", "float16") else 4
+    return sum(p.numel() for p in model.parameters()) * element / 1e6
 
 
 def measure(mode: str, path: Path, repeats: int = 3) -> dict:

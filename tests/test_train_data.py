@@ -240,3 +240,16 @@ def test_memory_estimate_shapes():
     assert round(r8["parameters"] / 1e9, 2) == 33.49
     assert r16["total_per_gpu_gb"] < r8["total_per_gpu_gb"]
     assert estimate("step-audio-r1", 8, algo="ppo")["total_per_gpu_gb"] > r8["total_per_gpu_gb"]
+
+
+def test_memory_estimate_of_loading():
+    """Sharded loading: each process allocates 1/N of the fp32 model plus one tensor's rows; before, all of it."""
+    from audior1.train.memory import estimate
+
+    r = estimate("step-audio-r1", 8)
+    ld = r["loading_gb"]
+    assert ld["shards_fp32"] == r["per_gpu_gb"]["params_fp32_sharded"]
+    assert ld["before_whole_model_fp32"] == pytest.approx(8 * ld["shards_fp32"], rel=1e-3)
+    assert ld["largest_rows_device_fp32"] == pytest.approx(2 * ld["largest_rows_host_bf16"], abs=0.011)
+    assert ld["largest_rows_device_fp32"] < 0.5
+    assert r["not_in_total_gb"]["generation_copy_bf16"] == pytest.approx(ld["before_whole_model_fp32"] / 2, abs=0.01)

@@ -7,10 +7,22 @@ Design choices
 - Sharding is FSDP2: `fully_shard` on every decoder layer, then on the root module (policy or value
   model), which holds the embeddings, head, adapter and encoder. With bf16 the all-gathers run in bf16
   and gradients are reduced in fp32 (`MixedPrecisionPolicy`); master weights stay fp32.
-- Every rank loads the checkpoint before sharding (simple; at 33 B that is one full CPU copy per rank
-  while loading — docs/training.md gives the numbers).
+- Loading is sharded too: the model is built on the meta device, wrapped with `fully_shard` there, and
+  only then allocated (`to_empty`, FSDP2's documented meta-device path), so each process allocates
+  just its own shards. `load_sharded` fills them from the safetensors files with `get_slice`, reading
+  only this process's rows of each tensor, one tensor at a time: the extra host memory is one tensor's
+  local rows, and the processes together read the checkpoint once. Reading whole tensors and keeping
+  the local rows would be simpler but costs a full tensor per process (the 158 720-row embedding at
+  33 B: 1.5 GB in bf16, 3.0 GB cast to fp32) and N times the reads. FSDP2 shards dim 0, and a row range
+  of a row-major tensor is one contiguous span of the file. Names, shapes and strictness are the
+  single-process loader's (`audior1.checkpoint.open_checkpoint` / `read_weights`), not a copy of them.
+- A load that fails on any process fails on every process (`agree`): each process does its local,
+  collective-free work, then they exchange errors once, so a bad checkpoint ends the run everywhere
+  with its message instead of leaving the other processes waiting in the next collective.
 - Inference (rollouts, eval generation) runs on a plain unsharded copy that `sync_copy` refreshes with
-  gathered full tensors, so the engine never sees DTensors.
+  gathered full tensors, so the engine never sees DTensors. The copy is allocated on the device
+  uninitialised (`checkpoint.materialize`) and filled by its first `sync_copy`: no CPU copy, no second
+  read of the checkpoint. It is still the whole model per process (docs/training.md gives the cost).
 - Gathering for checkpoints streams one tensor at a time (`full_state_items`), so rank 0 never holds two
   copies of the model.
 """
@@ -23,6 +35,9 @@ import os
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from audior1.checkpoint import WeightSource, init_buffers, read_weights
+from audior1.model import StepAudioR1ForCausalLM
 
 
 class Dist:
@@ -102,6 +117,95 @@ def shard(module: nn.Module, layers: nn.ModuleList, dtype: torch.dtype = torch.f
     return module
 
 
+def agree(d: Dist, fn):
+    """fn() on every process; if it raised on any process, raise on all of them (a process that failed
+    re-raises its own error, the others a short error naming the lowest failing rank and its message).
+    fn must not run collectives itself, or a failure could still leave the others waiting inside it."""
+    result, error = None, None
+    try:
+        result = fn()
+    except Exception as e:  # noqa: BLE001 - every kind of failure must reach the other processes
+        error = e
+    if not d.enabled:
+        if error is not None:
+            raise error
+        return result
+    reports = d.gather_objects(None if error is None else (type(error).__name__, str(error)))
+    if error is not None:
+        raise error
+    failed = [(rank, r) for rank, r in enumerate(reports) if r is not None]
+    if failed:
+        from audior1.errors import USER_ERRORS
+
+        rank, (kind, message) = failed[0]
+        user_error = {cls.__name__: cls for cls in USER_ERRORS}.get(kind)
+        if user_error is not None:  # the same kind, so the CLI prints it as one line here too
+            raise user_error(f"(on rank {rank}) {message}")
+        raise RuntimeError(f"rank {rank} failed: {kind}: {message}")
+    return result
+
+
+def local_region(t: torch.Tensor) -> tuple[slice, ...] | None:
+    """The block of the full tensor this process holds, one slice per dimension (None: not a DTensor, the
+    process holds all of it). DTensor's Shard placement, which FSDP2 uses on dim 0, splits a dimension as
+    `torch.chunk` does: ceil(n / k) rows per process, so the last processes may get fewer rows or none."""
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+
+    if not isinstance(t, DTensor):
+        return None
+    region = [slice(0, n) for n in t.shape]
+    coordinate = t.device_mesh.get_coordinate()
+    for mesh_dim, placement in enumerate(t.placements):
+        if isinstance(placement, Replicate):
+            continue
+        if type(placement) is not Shard:  # e.g. strided sharding from tensor parallelism
+            raise NotImplementedError(f"sharded loading supports Shard and Replicate placements, not {placement}")
+        whole = region[placement.dim]
+        chunk = -(-(whole.stop - whole.start) // t.device_mesh.size(mesh_dim))
+        start = min(whole.start + coordinate[mesh_dim] * chunk, whole.stop)
+        region[placement.dim] = slice(start, min(start + chunk, whole.stop))
+    return tuple(region)
+
+
+@torch.no_grad()
+def load_sharded(root: nn.Module, source: WeightSource, device: torch.device, prefix: str = "",
+                 fresh: tuple[str, ...] = ()) -> None:
+    """Allocate the shards of `root` (wrapped by `shard` while on the meta device) on `device` and fill
+    each from the checkpoint: this process's rows only, one tensor at a time, cast to the parameter's
+    dtype. `prefix` maps the checkpoint's names to root's (Policy and ValueModel hold the network as
+    `model.`). Parameters under a `fresh` prefix are not in the checkpoint (the value head): the caller
+    initialises them. Buffers are computed (`init_buffers`). Runs no collective (see `agree`)."""
+    from torch.distributed.tensor import DTensor
+
+    root.to_empty(device=device)
+    params = dict(root.named_parameters())
+    filled = set()
+    for name, value in read_weights(source, lambda n: local_region(params[prefix + n])):
+        target = params[prefix + name]
+        local = target.to_local() if isinstance(target, DTensor) else target
+        if tuple(local.shape) != tuple(value.shape):  # the chunk rule above disagrees with FSDP: never guess
+            raise RuntimeError(f"{source.where}: {name}: this process holds a {list(local.shape)} shard, "
+                               f"but its rows of the checkpoint tensor are {list(value.shape)}")
+        local.copy_(value)
+        filled.add(prefix + name)
+    unfilled = [n for n in params if n not in filled and not n.startswith(fresh)]
+    if unfilled:
+        raise RuntimeError(f"{source.where} does not fill {', '.join(unfilled[:5])} (is the prefix right?)")
+    _init_all_buffers(root, device)
+
+
+def _init_all_buffers(root: nn.Module, device: torch.device) -> None:
+    """`to_empty` left every buffer uninitialised; the networks inside root know how to compute theirs,
+    and root must hold no other buffer."""
+    networks = [(name, m) for name, m in root.named_modules() if isinstance(m, StepAudioR1ForCausalLM)]
+    for _, network in networks:
+        init_buffers(network, device)
+    owned = tuple(f"{name}." if name else "" for name, _ in networks)
+    stray = [n for n, _ in root.named_buffers() if not (owned and n.startswith(owned))]
+    if stray:
+        raise RuntimeError(f"load_sharded does not know how to initialise buffers {', '.join(stray)}")
+
+
 def _full(t: torch.Tensor) -> torch.Tensor:
     from torch.distributed.tensor import DTensor
 
@@ -116,10 +220,15 @@ def full_state_items(module: nn.Module):
 
 @torch.no_grad()
 def sync_copy(dst: nn.Module, src: nn.Module) -> None:
-    """Copy src's (possibly sharded) weights into the plain module dst, on every rank."""
+    """Copy src's (possibly sharded) weights into the plain module dst, on every rank. Every entry of dst
+    must be written (dst may come from `checkpoint.materialize`, uninitialised)."""
     dst_state = dst.state_dict()
+    written = set()
     for name, t in full_state_items(src):
         dst_state[name].copy_(t)
+        written.add(name)
+    if written != set(dst_state):
+        raise RuntimeError(f"sync_copy: {sorted(set(dst_state) - written)[:5]} not in the source")
 
 
 def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> float:

@@ -12,9 +12,15 @@ Model of what `audior1 train` does under torchrun:
   term). The loss runs the head on 1024 target rows at a time in fp32: 1024·V·4 bytes (×2 for the entropy
   in RL).
 - PPO adds a value model of the same size (same sharding, its own AdamW and activations).
-- Not included: the unsharded copy the in-process engine uses for generation (eval accuracy, rollouts):
-  2·P bytes in bf16 on every GPU — at 33 B that alone is 67 GB, so at that scale use `eval_items: 0` for SFT
-  and an external sampler (vLLM) for rollouts; and the CUDA context / allocator slack (add ~10%).
+- Not included in the total: the unsharded copy the in-process engine uses for generation (eval accuracy,
+  rollouts): 2·P bytes in bf16 on every GPU — at 33 B that alone is 67 GB, so at that scale use
+  `eval_items: 0` for SFT and an external sampler (vLLM) for rollouts; the fp32 encoder copy each process
+  keeps for the feature cache (4·P_enc); and the CUDA context / allocator slack (add ~10%). Both copies are
+  reported beside the total (`generation_copy_bf16`, `cache_encoder_fp32`).
+- While loading (`loading_gb`): each process allocates only its fp32 shards (4·P/N per model) and reads one
+  tensor's local rows at a time, so the transient is the largest tensor's rows once in the file's bf16 on
+  the host (2·P_max/N) and once in fp32 on the device (4·P_max/N). Before the sharded load every process
+  held the whole model in fp32 (4·P), shown as `before_whole_model_fp32`.
 """
 
 from __future__ import annotations
@@ -28,13 +34,13 @@ GB = 1024**3
 
 
 def part_sizes(name: str) -> dict[str, int]:
-    """Parameter counts: encoder, adapter, embed, head, one layer, layers, norm, total."""
+    """Parameter counts: encoder, adapter, embed, head, one layer, layers, norm, total, largest tensor."""
     cfg = preset(name)
     with torch.device("meta"):
         model = StepAudioR1ForCausalLM(cfg)
     count = lambda prefix: sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix))
     layers = count("model.layers.")
-    return {"encoder": count("encoder."), "adapter": count("adapter."), "embed": count("model.embed_tokens."),
+    return {"largest_tensor": max(p.numel() for p in model.parameters()),"encoder": count("encoder."), "adapter": count("adapter."), "embed": count("model.embed_tokens."),
             "head": count("lm_head."), "layers": layers, "layer": layers // cfg.text.num_hidden_layers,
             "norm": count("model.norm."), "total": sum(p.numel() for p in model.parameters()),
             "hidden": cfg.text.hidden_size, "intermediate": cfg.text.intermediate_size,
@@ -67,10 +73,19 @@ def estimate(name: str, gpus: int, *, seq_len: int = 8192, micro_batch: int = 1,
     if algo == "ppo":
         rows["activations"] *= 2
     total = sum(rows.values())
+    beside = {"generation_copy_bf16": 2 * s["total"], "cache_encoder_fp32": 4 * s["encoder"]}
     return {"preset": name, "gpus": gpus, "seq_len": seq_len, "micro_batch": micro_batch, "algo": algo,
             "trainable": list(trainable), "activation_checkpointing": activation_checkpointing,
             "parameters": s["total"], "trainable_parameters": p_train,
-            "per_gpu_gb": {k: round(x / GB, 2) for k, x in rows.items()}, "total_per_gpu_gb": round(total / GB, 1)}
+            "per_gpu_gb": {k: round(x / GB, 2) for k, x in rows.items()}, "total_per_gpu_gb": round(total / GB, 1),
+            "not_in_total_gb": {k: round(x / GB, 2) for k, x in beside.items()},
+            "loading_gb": {k: round(x / GB, 2) for k, x in loading(s, gpus).items()}}
+
+
+def loading(s: dict, gpus: int) -> dict[str, float]:
+    """Bytes per process while loading one model for training (see the module docstring); bf16 files."""
+    return {"shards_fp32": 4 * s["total"] / gpus, "largest_rows_host_bf16": 2 * s["largest_tensor"] / gpus,
+            "largest_rows_device_fp32": 4 * s["largest_tensor"] / gpus, "before_whole_model_fp32": 4 * s["total"]}
 
 
 def format_table(r: dict) -> str:
@@ -82,4 +97,10 @@ def format_table(r: dict) -> str:
         lines.append(f"  {k:<24} {gb:>8.2f} GB")
     lines.append(f"  {'total per GPU':<24} {r['total_per_gpu_gb']:>8.1f} GB  (+ ~10% allocator/CUDA context; "
                  "generation copy not included, see --help)")
+    for k, gb in r["not_in_total_gb"].items():
+        lines.append(f"  {k:<24} {gb:>8.2f} GB  (not in the total)")
+    ld = r["loading_gb"]
+    lines.append(f"  while loading: {ld['shards_fp32']:.2f} GB of fp32 shards per model, plus one tensor's rows "
+                 f"at a time (≤ {ld['largest_rows_host_bf16']:.2f} GB host, {ld['largest_rows_device_fp32']:.2f} GB "
+                 f"device); before the sharded load: {ld['before_whole_model_fp32']:.2f} GB per process")
     return "\n".join(lines)

@@ -77,9 +77,14 @@ class ValueModel(nn.Module):
         super().__init__()
         self.model = backbone
         self.value_head = nn.Linear(backbone.config.text.hidden_size, 1)
+        self.reset_head()
+        self.model.lm_head.weight.requires_grad_(False)
+
+    @torch.no_grad()
+    def reset_head(self) -> None:
+        """The head starts at zero (also after a sharded load, which allocates it uninitialised)."""
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
-        self.model.lm_head.weight.requires_grad_(False)
 
     def forward(self, input_ids, attention_mask, position_ids, segment_ids, labels=None, audio_mask=None, enc=None,
                 enc_lens=None, mels=None, mel_lens=None, mel_frames=None):

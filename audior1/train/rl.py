@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from audior1.checkpoint import load_model
+from audior1.checkpoint import plan_weights, state_shapes
 from audior1.config import ConfigError
 from audior1.data.manifest import read_manifest
 from audior1.engine import SamplingParams
@@ -66,6 +66,20 @@ def _micro(idx: list[int], size: int):
         yield idx[i : i + size]
 
 
+def _shard_value(run: R.Run, value: ValueModel, weights) -> None:
+    """torchrun: fill the sharded value model from the resumed checkpoint's `value/` (its own names: the
+    whole ValueModel) or else from the start checkpoint, with a zero head."""
+    if not run.d.enabled:
+        return
+    vdir = run.resume_from / "value" if run.resume_from is not None else None
+    if vdir is not None and vdir.is_dir():
+        saved = distributed.agree(run.d, lambda: plan_weights(vdir, state_shapes(value)))
+        run.shard(value, value.model, saved, prefix="")
+    else:
+        run.shard(value, value.model, weights, fresh=("value_head.",))
+        value.reset_head()
+
+
 def train(cfg: RLConfig, resume=None) -> dict:
     run = R.start(cfg, resume)
     try:
@@ -95,30 +109,36 @@ def _train(run: R.Run, cfg: RLConfig) -> dict:
     sampler = MixtureSampler([len(s) for s in sources], [s.weight for s in cfg.prompts], cfg.seed)
 
     # ---- models ----
+    # Under torchrun every model here is built on the meta device and filled shard by shard (`run.shard`).
     model = run.model
     if cfg.activation_checkpointing:
         model.set_gradient_checkpointing(True)
     policy = Policy(model)
-    value = None
+    value = value_weights = None
     if cfg.algo == "ppo":
-        value = ValueModel(load_model(run.start_dir, dtype=torch.float32, device=d.device))
+        backbone, value_weights = R.load_or_plan(d, run.start_dir, torch.float32)
+        value = ValueModel(backbone)
         set_trainable(value.model, cfg.trainable)
         value.model.lm_head.weight.requires_grad_(False)
-        if run.resume_from is not None:
+        if run.resume_from is not None and not d.enabled:
             saved = state.load_value_state(run.resume_from)
             if saved is not None:
                 value.load_state_dict(saved)
         if cfg.activation_checkpointing:
             value.model.set_gradient_checkpointing(True)
-    ref = None
+    ref = ref_weights = None
     if cfg.kl_coef > 0:
-        ref = Policy(load_model(cfg.model, dtype=torch.float32, device=d.device)).eval()
+        # Sharded, the frozen reference keeps its shards in the compute dtype: FSDP would cast them to it
+        # for every forward anyway, so the results are the same and its memory is halved under bf16.
+        ref_model, ref_weights = R.load_or_plan(d, cfg.model, torch.float32 if not d.enabled else run.compute_dtype)
+        ref = Policy(ref_model).eval()
         for p in ref.parameters():
             p.requires_grad_(False)
-    if d.enabled:
-        distributed.shard(policy, model.model.layers, run.compute_dtype)
-        if value is not None:
-            distributed.shard(value, value.model.model.layers, run.compute_dtype)
+    run.shard(policy, model)
+    if value is not None:
+        _shard_value(run, value, value_weights)
+    if ref is not None:
+        run.shard(ref, ref.model, ref_weights)
     policy.train()
     optimizer = R.make_optimizer(policy, cfg.optim)
     optimizers = {"policy": (policy, optimizer)}

@@ -9,8 +9,11 @@ Design choices
   bias); linear warmup then cosine decay to `min_lr_ratio × lr`, a pure function of the step.
 - A non-finite loss or gradient norm saves a checkpoint of the state that produced it and stops with a
   message (`Diverged`), rather than training on garbage.
+- Under torchrun no process ever holds the whole model while loading: `start` only checks the checkpoint
+  and builds the model on the meta device (`load_or_plan`), and `Run.shard` wraps it with FSDP2 and fills
+  each process's shards (`distributed.load_sharded`). A single process loads as it always did.
 - Generation (dev accuracy, rollouts) always goes through `audior1.engine.Engine`; under FSDP it runs on an
-  unsharded copy refreshed from the sharded weights.
+  unsharded copy refreshed from the sharded weights, allocated on the device without reading the checkpoint.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from audior1.checkpoint import load_model
+from audior1.checkpoint import WeightSource, load_model, load_part, materialize, open_checkpoint
 from audior1.processor import Processor
 from audior1.train import distributed, state
 from audior1.train.config import Optim, dump_yaml
@@ -50,6 +53,7 @@ class Run:
     trainable_params: int
     infer_copy: torch.nn.Module | None = None
     extra: dict = field(default_factory=dict)
+    weights: WeightSource | None = None  # torchrun: the checked plan that `shard` fills `model` from
 
     @property
     def tokenizer(self):
@@ -72,10 +76,41 @@ class Run:
         """The model the engine should use: the training model itself, or (FSDP) a refreshed plain copy."""
         if not self.d.enabled:
             return self.model
-        if self.infer_copy is None:
-            self.infer_copy = load_model(self.start_dir, dtype=self.compute_dtype, device=self.d.device)
+        if self.infer_copy is None:  # every weight is overwritten next: allocate it, read nothing
+            self.infer_copy = materialize(self.model.config, self.compute_dtype, self.d.device)
         distributed.sync_copy(self.infer_copy, self.model)
         return self.infer_copy
+
+    def shard(self, root: torch.nn.Module, network: torch.nn.Module, weights: WeightSource | None = None,
+              prefix: str = "model.", fresh: tuple[str, ...] = ()) -> None:
+        """torchrun: wrap `root` (built on the meta device around `network`) with FSDP2, then fill this
+        process's shards from `weights` (default: the start checkpoint); a failure on any process fails
+        all of them. A single process: nothing (its model was loaded whole)."""
+        if not self.d.enabled:
+            return
+        distributed.shard(root, network.model.layers, self.compute_dtype)
+        weights = weights or self.weights
+        distributed.agree(self.d, lambda: distributed.load_sharded(root, weights, self.d.device, prefix, fresh))
+
+
+def load_or_plan(d: Dist, path: Path | str, dtype: torch.dtype) -> tuple[torch.nn.Module, WeightSource | None]:
+    """A single process: the loaded model, as always. torchrun: the model on the meta device and the checked
+    plan for its weights (config and safetensors headers only, checked on every process together), for
+    `Run.shard` to fill once the model is sharded."""
+    if not d.enabled:
+        return load_model(path, dtype=dtype, device=d.device), None
+    return distributed.agree(d, lambda: open_checkpoint(path, dtype))
+
+
+def _cache_encoder(d: Dist, model, start_dir: Path, cache_dir) -> torch.nn.Module | None:
+    """The encoder the feature cache runs (and fingerprints). A single process uses the model's own; under
+    torchrun the model's is sharded, so each process loads an unsharded fp32 copy of just the encoder —
+    the same weights in the same dtype, hence the same cache directory and outputs."""
+    if not d.enabled:
+        return model.encoder
+    if cache_dir is None:
+        return None
+    return distributed.agree(d, lambda: load_part(start_dir, "encoder", torch.float32, d.device))
 
 
 def start(cfg, resume) -> Run:
@@ -87,7 +122,7 @@ def start(cfg, resume) -> Run:
     resume_from = Path(resume_from) if resume_from else None
     start_dir = resume_from or Path(cfg.model)
     torch.manual_seed(cfg.seed)
-    model = load_model(start_dir, dtype=torch.float32, device=d.device)
+    model, weights = load_or_plan(d, start_dir, torch.float32)  # fp32 master weights
     processor = Processor.from_pretrained(start_dir)
     n_trainable = set_trainable(model, cfg.trainable)
     resume_step = state.load_trainer_state(resume_from)["step"] if resume_from else None
@@ -96,15 +131,15 @@ def start(cfg, resume) -> Run:
     if cache_dir and "encoder" in cfg.trainable:
         log.info("feature cache off: the encoder is trainable, so its outputs change every step")
         cache_dir = None
-    store = AudioStore(processor, cache_dir, encoder=model.encoder, strict=cfg.strict, mel_memory=cfg.mel_memory,
-                       log=log.info)
+    store = AudioStore(processor, cache_dir, encoder=_cache_encoder(d, model, start_dir, cache_dir), strict=cfg.strict,
+                       mel_memory=cfg.mel_memory, log=log.info)
     if d.main:
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
         (Path(cfg.out_dir) / "config.yaml").write_text(dump_yaml(cfg))
         where = f"resuming from {resume_from}" if resume_from else f"starting from {cfg.model}"
         log.info(f"{where}; {n_trainable:,} trainable parameters ({', '.join(cfg.trainable)}); "
                  f"{d.world} process(es) on {d.device}; dtype {cfg.dtype}")
-    return Run(cfg, d, model, processor, store, log, resume_from, start_dir, n_trainable)
+    return Run(cfg, d, model, processor, store, log, resume_from, start_dir, n_trainable, weights=weights)
 
 
 def prepare_audio(run: Run, paths: list[str], what: str) -> None:

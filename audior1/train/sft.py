@@ -100,8 +100,7 @@ def _train(run: R.Run, cfg: SFTConfig) -> dict:
     if cfg.activation_checkpointing:
         model.set_gradient_checkpointing(True)
     policy = Policy(model)
-    if d.enabled:
-        distributed.shard(policy, model.model.layers, run.compute_dtype)
+    run.shard(policy, model)  # torchrun: the model is on the meta device until here
     policy.train()
     optimizer = R.make_optimizer(policy, cfg.optim)
     params = [p for p in policy.parameters() if p.requires_grad]
