@@ -47,6 +47,14 @@ def _first_test_item(manifest: Path) -> dict:
     return next(item for item in read_manifest(manifest) if item.get("choices"))
 
 
+def _shown(path: str) -> str:
+    """The path as a user would type it: relative to the working directory when it lies below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
+
+
 def _scores(run_dir: Path) -> tuple[float, float]:
     """(accuracy, share of answers with a non-empty reasoning chain) of one eval run."""
     from audior1.train.rewards import has_reasoning
@@ -93,7 +101,7 @@ def run(out: Path, *, seed: int = 0, steps: int = 900, rl_steps: int = 20, n_per
 
     item = _first_test_item(test)
     choices = [arg for choice in item["choices"] for arg in ("--choice", choice)]
-    _run(["ask", "--model", str(final), item["audio"][0], item["question"], *choices, "--temperature", "0",
+    _run(["ask", "--model", str(final), _shown(item["audio"][0]), item["question"], *choices, "--temperature", "0",
           "--max-tokens", str(max_tokens)])
     print(f"\n(reference answer: {item['answer']})")
 
