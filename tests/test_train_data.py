@@ -253,3 +253,18 @@ def test_memory_estimate_of_loading():
     assert ld["largest_rows_device_fp32"] == pytest.approx(2 * ld["largest_rows_host_bf16"], abs=0.011)
     assert ld["largest_rows_device_fp32"] < 0.5
     assert r["not_in_total_gb"]["generation_copy_bf16"] == pytest.approx(ld["before_whole_model_fp32"] / 2, abs=0.01)
+
+
+def test_saving_a_training_checkpoint_leaves_the_live_config_alone(assets, tmp_path):
+    import audior1
+    from audior1.chat import ChatTokenizer
+    from audior1.train import state
+    from audior1.train.distributed import Dist
+
+    model = audior1.load_model(assets / "tiny", dtype="float32")
+    model.config.torch_dtype = "bfloat16"  # as config.json said; the weights are float32 now
+    opt = torch.optim.AdamW(model.parameters())
+    path = state.save(tmp_path, 1, Dist(), model=model, tokenizer=ChatTokenizer.from_dir(assets / "tiny"),
+                      optimizers={"policy": (model, opt)}, trainer_state={"step": 1})
+    assert model.config.torch_dtype == "bfloat16"
+    assert json.loads((path / "config.json").read_text())["text_config"]["torch_dtype"] == "float32"

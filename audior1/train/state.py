@@ -19,6 +19,7 @@ Design choices
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import shutil
@@ -97,7 +98,7 @@ def save(out_dir: str | Path, step: int, d: Dist, *, model: torch.nn.Module, tok
     items = full_state_items(model)
     if d.main:
         write_tensors(tmp, items, dtype_name=str(model.dtype).removeprefix("torch."))
-        config = model.config
+        config = copy.deepcopy(model.config)  # the live model's config must not change as a side effect
         config.torch_dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(model.dtype, "float32")
         (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         write_generation_config(tmp, config)
