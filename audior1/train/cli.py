@@ -113,25 +113,12 @@ def register(subparsers) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m audior1.train.cli sft …` (what torchrun launches)."""
-    from audior1.errors import USER_ERRORS
+    """`python -m audior1.train.cli sft …` (what torchrun launches): `audior1 train sft …`, with the same
+    error handling and exit codes."""
+    from audior1.cli import main as audior1_main
 
-    parser = argparse.ArgumentParser(prog="audior1 train")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(["train", *argv] if not argv or argv[0] != "train" else argv)
-    try:
-        args.func(args)
-    except SystemExit as e:  # divergence (3) and bad data (2), already reported
-        return e.code if isinstance(e.code, int) else 1
-    except USER_ERRORS as e:
-        print(f"audior1 train: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
+    return audior1_main(argv if argv[:1] == ["train"] else ["train", *argv])
 
 if __name__ == "__main__":
     sys.exit(main())
