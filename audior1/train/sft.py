@@ -142,7 +142,7 @@ def _train(run: R.Run, cfg: SFTConfig) -> dict:
     last_eval, train_loss = {}, None
     t_window, tok_window = time.perf_counter(), 0
     while step < cfg.max_steps:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         rows = builder.next_batch()
         n_targets = sum(e.n_target for row in rows for e in row)
         lr = R.lr_at(step, cfg.optim, cfg.max_steps)
@@ -173,13 +173,14 @@ def _train(run: R.Run, cfg: SFTConfig) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         tok_window += tokens
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             now = time.perf_counter()
             metrics = {"loss": train_loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "targets": n_targets,
                        "examples": sum(len(row) for row in rows), "slots": slots,
                        "tokens_per_s": tok_window / max(1e-9, now - t_window), "step_time": dt,
+                       "step_cpu_time": cpu,  # this process's CPU seconds: steadier than dt on a shared machine
                        "epoch": [round(e, 4) for e in builder.sampler.epochs()]}
             t_window, tok_window = now, 0
             log.write("train", step, metrics)
