@@ -8,6 +8,13 @@ Design choices
 - One attention-mask rule serves training, packing and cached decoding: a query may see a key when the
   key is valid and not in its future, and (for packed rows) in the same segment. Every query also sees
   itself, so rows of pure padding never produce NaNs.
+- Packed rows (`segment_ids`, no cache) do not build that mask: attention runs segment by segment
+  (`PackedSegments`, `segment_attention`), each a plain causal attention over its own tokens, so a row of
+  several examples costs what the examples cost instead of a dense T × T masked attention. The linear
+  layers still see the packed [B, T] layout; only attention is split, by `split` and `cat` (whose backward
+  is one `cat` / one split, not a full-size zero tensor per slice). A padding token attends to itself alone,
+  so its output is its own value, as under the mask. Segments must be contiguous runs; otherwise (or with
+  `model.per_segment_attention = False`) the dense mask is used, which tests hold equal to the per-segment path.
 - Audio embeddings overwrite the `<audio_patch>` positions in row-major order, as the released code does;
   audio frames take ordinary RoPE positions.
 - Encoder attention runs its softmax in fp32 (as released); the decoder uses `scaled_dot_product_attention`.
@@ -123,6 +130,16 @@ class Adapter(nn.Module):
         x = F.gelu(self.conv(x.transpose(1, 2))).transpose(1, 2)  # exact GELU on every path
         return self.linear2(self.relu(self.linear1(x))), (lens - 1) // 2 + 1
 
+    def valid_frames(self, x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """`forward`'s valid frames of every chunk, concatenated in chunk order: [sum(n_i), D]. The convolution
+        runs on the padded batch (a chunk's last window must see the zeros `forward` sees); the two linear
+        layers, most of the adapter's work (C → 2048 → D), run on valid frames only, so a batch of chunks of
+        mixed lengths costs what its frames cost."""
+        x = F.gelu(self.conv(x.transpose(1, 2))).transpose(1, 2)
+        n = (lens - 1) // 2 + 1
+        keep = torch.arange(x.shape[1], device=x.device)[None, :] < n[:, None]
+        return self.linear2(self.relu(self.linear1(x[keep])))
+
 
 # ---- Qwen2 decoder ------------------------------------------------------------------------------
 
@@ -166,6 +183,8 @@ class DecoderAttention(nn.Module):
 
     def forward(self, x, cos, sin, mask, cache: "KVCache | None", layer_idx: int):
         b, t, _ = x.shape
+        if isinstance(mask, PackedSegments):
+            return self.o_proj(self._per_segment(x, cos, sin, mask))
         q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -174,6 +193,17 @@ class DecoderAttention(nn.Module):
             k, v = cache.write(layer_idx, k, v)  # now every key so far: [B, kv_heads, S, head_dim]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.heads != self.kv_heads)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+    def _per_segment(self, x, cos, sin, segments: "PackedSegments") -> torch.Tensor:
+        """Attention of packed rows, one segment at a time → [B, T, heads * head_dim]. Works token-major
+        ([B·T, heads, head_dim], the projections' own layout), so segments are plain row ranges."""
+        b, t, _ = x.shape
+        cos, sin = cos.transpose(1, 2), sin.transpose(1, 2)  # [B, T, 1, head_dim]: same values, token-major
+        q = _rotate(self.q_proj(x).view(b, t, self.heads, self.head_dim), cos, sin)
+        k = _rotate(self.k_proj(x).view(b, t, self.kv_heads, self.head_dim), cos, sin)
+        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim)
+        y = segment_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), segments)
+        return y.view(b, t, -1)
 
 
 class DecoderMLP(nn.Module):
@@ -309,6 +339,8 @@ class StepAudioR1ForCausalLM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config.validate()
+        # Packed rows attend segment by segment (False: through the dense mask; same numbers, T² cost).
+        self.per_segment_attention = True
         # Children in the released order: model, encoder, adapter, lm_head.
         self.model = Qwen2Model(config.text)
         self.encoder = AudioEncoder(config.audio)
@@ -403,7 +435,9 @@ class StepAudioR1ForCausalLM(nn.Module):
             key_valid = torch.cat([cache.valid[:, : cache.length], attention_mask], dim=1)
             mask = _attention_mask(key_valid, query_start=cache.length)
         else:
-            mask = _attention_mask(attention_mask, query_start=0, segment_ids=segment_ids)
+            mask = PackedSegments.of(attention_mask, segment_ids) if self.per_segment_attention else None
+            if mask is None:
+                mask = _attention_mask(attention_mask, query_start=0, segment_ids=segment_ids)
         h = self.model(h, position_ids, mask, cache)
         if cache is not None:
             cache.commit(attention_mask)
@@ -554,6 +588,56 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> tor
     inv = torch.exp(-log_step * torch.arange(channels // 2, dtype=torch.float32))
     scaled = torch.arange(length, dtype=torch.float32)[:, None] * inv[None, :]
     return torch.cat([scaled.sin(), scaled.cos()], dim=1)
+
+
+@dataclass(frozen=True)
+class PackedSegments:
+    """Packed rows cut into runs, in flattened [B·T] token order: `lengths` (summing to B·T) and, per run,
+    whether it is a real segment (causal attention within it) or padding (each token sees only itself).
+    Runs never cross rows. Plain ints, computed once per forward and shared by every layer."""
+
+    lengths: tuple[int, ...]
+    real: tuple[bool, ...]
+
+    @staticmethod
+    def of(attention_mask: torch.Tensor | None, segment_ids: torch.Tensor | None) -> "PackedSegments | None":
+        """The runs of a packed batch, or None when per-segment attention does not apply: no `segment_ids`,
+        or a segment split into several runs (the mask rule then lets a later run see an earlier one)."""
+        if segment_ids is None:
+            return None
+        b, t = segment_ids.shape
+        valid = attention_mask.bool() if attention_mask is not None else torch.ones_like(segment_ids, dtype=torch.bool)
+        new_run = torch.ones(b, t, dtype=torch.bool, device=segment_ids.device)  # column 0: every row starts one
+        new_run[:, 1:] = (valid[:, 1:] != valid[:, :-1]) | (segment_ids[:, 1:] != segment_ids[:, :-1])
+        starts = new_run.flatten().nonzero().flatten()
+        real = valid.flatten()[starts]
+        # a segment id may appear in one run per row only
+        low, high = int(segment_ids.min()), int(segment_ids.max())
+        keys = (starts // t) * (high - low + 1) + segment_ids.flatten()[starts] - low
+        if int(keys[real].unique().numel()) != int(real.sum()):
+            return None
+        lengths = torch.diff(starts, append=starts.new_tensor([b * t]))
+        return PackedSegments(tuple(lengths.tolist()), tuple(real.tolist()))
+
+
+def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: PackedSegments) -> torch.Tensor:
+    """Token-major q [N, heads, hd], k/v [N, kv_heads, hd] (N = B·T, RoPE applied) → [N, heads, hd]:
+    causal attention within each real run, identity (a token's own value) on padding runs.
+
+    One SDPA call per segment on views of the inputs: on CPU this beats gathering segments into a padded
+    [segments, longest, …] batch (no padding compute, no copies), and it is correct on any device; a GPU run
+    with many short segments per step would do better with a variable-length kernel here."""
+    group = q.shape[1] // k.shape[1]
+    out = []
+    for qs, ks, vs, real in zip(q.split(segments.lengths), k.split(segments.lengths), v.split(segments.lengths),
+                                segments.real):
+        if real:  # [L, heads, hd] → [1, heads, L, hd] and back
+            y = F.scaled_dot_product_attention(qs.transpose(0, 1)[None], ks.transpose(0, 1)[None],
+                                               vs.transpose(0, 1)[None], is_causal=True, enable_gqa=group > 1)
+            out.append(y[0].transpose(0, 1))
+        else:
+            out.append(vs.repeat_interleave(group, dim=1) if group > 1 else vs)
+    return torch.cat(out)
 
 
 def _attention_mask(key_valid: torch.Tensor, query_start: int, segment_ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,25 +1,39 @@
-"""SFT throughput: packing + the encoder-output cache against padding + re-encoding every step.
+"""SFT throughput: packing + per-segment attention + the encoder-output cache, against a standard padded trainer.
 
-Same run, same data (synthetic audio questions, rendered as direct answers and captions), same freshly
-initialised model, same optimizer and rows per step. Each variant trains in its own child process (so peak
-memory is its own), through the real `audior1 train sft` code path:
+Each variant trains the same freshly initialised model on the same data with the same optimizer, in its own
+child process (so peak memory is its own), through the real `audior1 train sft` code path:
 
-- baseline  `packing: false`, `feature_cache: null`, `mel_memory: false`: one example per row, padded to
-            the longest in the micro-batch; every step decodes the clips, computes log-mels and runs the
-            frozen encoder.
-- baseline_mels_in_memory  the same, but log-mels are kept in memory after first use (only the encoder
-            re-runs): a stronger baseline, reported beside the named one.
-- optimized `packing: true`, `feature_cache: DIR`: rows of `max_seq_len` tokens holding several examples
-            (no attention across them); the encoder's outputs are read from the cache (filled once before
-            step 1: `prep_s` includes that).
+- packed_cached  `packing: true`, `feature_cache: DIR`: rows of `--row-len` tokens holding several examples,
+            `--micro` rows per forward pass; attention runs segment by segment (`audior1.model.PackedSegments`:
+            no T × T mask), so long rows cost what their examples cost; the frozen encoder's outputs come from
+            the cache, filled once before step 1 (`prep_s` of the first run includes that), and the adapter's
+            linear layers see valid frames only.
+- baseline_padded_reencode  `packing: false`, `feature_cache: null`, `mel_memory: false`: one example per
+            row, padded to the longest in its micro-batch of `--baseline-micro` rows (the trainer's default,
+            8), attention under the usual causal + padding mask; every step decodes the clips, computes
+            log-mels and runs the frozen encoder. The speed-up is measured against this one.
+- baseline_padded_reencode_mels_in_memory  the same, but log-mels are kept in memory after first use (only
+            the encoder re-runs): a stronger baseline, reported beside it.
 
-The data is the MGRD cold-start mixture rendered from the synthetic manifest: direct answers, captions,
-text CoT and audio CoT, equal weights (examples of 80–200 tokens).
+Fairness: the same examples per optimizer step on average, hence the same tokens per step: the packed
+variant runs first and the baselines' `batch_size` is its mean number of examples per step. Every variant
+has the same `max_seq_len` (the packed row length), so they skip the same examples (none at the default: the
+longest is ~340 tokens).
 
-Tokens/s counts real (non-padding) tokens per second of training step (steps after the first two); peak
-memory is the child's max RSS. Prints one JSON object with both and the speed-up.
+Data: the MGRD cold-start mixture of `configs/sft-mgrd-cold-start.yaml` (text CoT on every family, direct
+answers on six, captions on every family, audio CoT on the two compositional ones; weights 1 : 1 : 1 : 0.3),
+rendered from a synthetic manifest of every family (`audior1.data.synth`; the speech families need espeak-ng
+and are skipped without it: `tasks` in the output lists those used). Examples run from ~30 tokens (a direct
+answer about a short clip) to ~340 (a text CoT), so one example per row pads a real share of every batch.
 
-    .venv/bin/python benchmarks/sft_throughput.py [--preset demo] [--steps 30] [--threads 1]
+Tokens/s counts real (non-padding) tokens per second of training step, steps after the first two (a step's
+time covers batch assembly, audio decoding and encoding where the variant does them, forward, backward and
+the optimizer); tokens per CPU second divides by the process's CPU time instead, which a shared machine
+disturbs less. `slots_per_step` counts positions computed, padding included; peak memory is the child's max
+RSS. With `--repeats N` the variants run N times, interleaved, and each reports its median run (every run's
+figures are listed). Prints one JSON object with every variant and the speed-ups.
+
+    nice -n 10 .venv/bin/python benchmarks/sft_throughput.py [--preset demo] [--steps 30] [--threads 1] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -34,7 +48,10 @@ import tempfile
 import time
 from pathlib import Path
 
-TASKS = ["pitch_compare", "count_events", "loudness_trend", "timbre", "noise_colour"]
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+MIXTURE = ROOT / "configs" / "sft-mgrd-cold-start.yaml"
 
 
 def child(config_path: str) -> None:
@@ -49,18 +66,50 @@ def child(config_path: str) -> None:
     t0 = time.perf_counter()
     train(cfg)
     wall = time.perf_counter() - t0
-    steps = [r for r in read_metrics(Path(cfg.out_dir) / "metrics.jsonl") if r["kind"] == "train"]
-    infos = [r for r in read_metrics(Path(cfg.out_dir) / "metrics.jsonl") if r["kind"] == "info"]
+    records = read_metrics(Path(cfg.out_dir) / "metrics.jsonl")
+    steps = [r for r in records if r["kind"] == "train"]
+    infos = [r for r in records if r["kind"] == "info"]
     timed = steps[2:]
-    tokens = sum(r["tokens"] for r in timed)
+    mean = lambda key: sum(r[key] for r in timed) / len(timed)
     seconds = sum(r["step_time"] for r in timed)
+    cpu_seconds = sum(r["step_cpu_time"] for r in timed)
     start = min(r["time"] for r in infos) if infos else None
     prep = steps[0]["time"] - steps[0]["step_time"] - start if start else None
     print(json.dumps({
-        "tokens_per_s": round(tokens / seconds, 1), "steps_timed": len(timed), "tokens_per_step": round(tokens / len(timed)),
-        "step_s": round(seconds / len(timed), 4), "prep_s": round(prep, 2) if prep else None,
-        "wall_s": round(wall, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "tokens_per_s": round(sum(r["tokens"] for r in timed) / seconds, 1), "steps_timed": len(timed),
+        "step_s": round(seconds / len(timed), 4),
+        "tokens_per_cpu_s": round(sum(r["tokens"] for r in timed) / cpu_seconds, 1),
+        "step_cpu_s": round(cpu_seconds / len(timed), 4), "tokens_per_step": round(mean("tokens")),
+        "slots_per_step": round(mean("slots")), "examples_per_step": round(mean("examples"), 2),
+        "rows_per_step": cfg.batch_size, "micro_batch_rows": cfg.micro_batch_size,
+        "prep_s": round(prep, 2) if prep else None, "wall_s": round(wall, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "final_loss": round(steps[-1]["loss"], 4)}))
+
+
+def cold_start_sources(manifest: Path) -> list[dict]:
+    """The cold-start config's data mixture, pointed at the benchmark's manifest."""
+    sources = yaml.safe_load(MIXTURE.read_text())["data"]
+    return [{**s, "manifest": str(manifest)} for s in sources]
+
+
+def run_variant(name: str, cfg: dict, work: Path, env: dict) -> dict:
+    path = work / f"{name}.yaml"
+    path.write_text(json.dumps(cfg))
+    proc = subprocess.run([sys.executable, __file__, "--child", str(path)], capture_output=True, text=True, env=env)
+    if proc.returncode:
+        sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarise(runs: list[dict]) -> dict:
+    """One variant over its repeats: the run of median tokens/s, the median tokens per CPU second, every run's
+    tokens/s (so the spread a shared machine causes is visible)."""
+    by_speed = sorted(runs, key=lambda r: r["tokens_per_s"])
+    cpu = sorted(r["tokens_per_cpu_s"] for r in runs)
+    return {**by_speed[(len(runs) - 1) // 2], "tokens_per_cpu_s": cpu[(len(cpu) - 1) // 2],
+            "tokens_per_s_runs": [r["tokens_per_s"] for r in runs], "prep_s_runs": [r["prep_s"] for r in runs],
+            "tokens_per_cpu_s_runs": [r["tokens_per_cpu_s"] for r in runs]}
 
 
 def main() -> None:
@@ -68,8 +117,11 @@ def main() -> None:
     ap.add_argument("--preset", default="demo")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--items-per-task", type=int, default=48)
-    ap.add_argument("--rows", type=int, default=8, help="rows per step (both variants)")
-    ap.add_argument("--max-seq-len", type=int, default=256, help="packed row length")
+    ap.add_argument("--rows", type=int, default=4, help="packed rows per step")
+    ap.add_argument("--row-len", type=int, default=2048, help="packed row length = max_seq_len of every variant")
+    ap.add_argument("--micro", type=int, default=4, help="packed rows per forward pass")
+    ap.add_argument("--baseline-micro", type=int, default=8, help="baseline rows (examples) per forward pass")
+    ap.add_argument("--repeats", type=int, default=1, help="run the variants this many times, interleaved")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default=None, help="working directory (default: a temporary one)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -82,51 +134,58 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     from audior1.checkpoint import init_checkpoint
     from audior1.data import synth
+    from audior1.data.manifest import read_manifest
 
     manifest = work / "data" / "synth-train.jsonl"
     if not manifest.exists():
-        synth.build(work / "data", "train", args.items_per_task, seed=0, tasks=TASKS, log=lambda s: None)
+        synth.build(work / "data", "train", args.items_per_task, seed=0, log=lambda s: print(s, file=sys.stderr))
+    tasks = sorted({it["task"] for it in read_manifest(manifest, check_files=False)})
     model = work / "model"
     if not (model / "config.json").exists():
         init_checkpoint(args.preset, model, seed=0)
 
     common = {
-        "model": str(model), "data": [{"manifest": str(manifest), "kind": k, "weight": 1.0}
-                                      for k in ("direct", "caption", "text_cot", "audio_cot")],
-        "max_steps": args.steps, "batch_size": args.rows, "micro_batch_size": args.rows,
-        "max_seq_len": args.max_seq_len, "eval_every": 0, "save_every": 0, "log_every": 1, "progress": False,
-        "threads": args.threads, "optim": {"lr": 1e-3, "warmup_steps": 5}, "seed": 0,
+        "model": str(model), "data": cold_start_sources(manifest), "max_steps": args.steps,
+        "max_seq_len": args.row_len, "eval_every": 0, "save_every": 0, "log_every": 1, "progress": False,
+        "plots": False, "threads": args.threads, "optim": {"lr": 1e-3, "warmup_steps": 5}, "seed": 0,
     }
-    variants = {
-        "baseline_padded_reencode": {**common, "packing": False, "feature_cache": None, "mel_memory": False,
-                                     "out_dir": str(work / "baseline")},
-        "baseline_padded_reencode_mels_in_memory": {**common, "packing": False, "feature_cache": None,
-                                                    "mel_memory": True, "out_dir": str(work / "baseline-mels")},
-        "packed_cached": {**common, "packing": True, "feature_cache": str(work / "cache"),
-                          "out_dir": str(work / "packed")},
-    }
-    results = {}
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    for name, cfg in variants.items():
-        path = work / f"{name}.yaml"
-        path.write_text(json.dumps(cfg))
-        proc = subprocess.run([sys.executable, __file__, "--child", str(path)], capture_output=True, text=True,
-                              env=env)
-        if proc.returncode:
-            sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
-        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
-    base, fast = results["baseline_padded_reencode"], results["packed_cached"]
+    packed = {**common, "packing": True, "feature_cache": str(work / "cache"), "batch_size": args.rows,
+              "micro_batch_size": args.micro, "out_dir": str(work / "packed")}
+    runs: dict[str, list[dict]] = {"packed_cached": [], "baseline_padded_reencode": [],
+                                   "baseline_padded_reencode_mels_in_memory": []}
+    examples = None
+    for _ in range(args.repeats):
+        runs["packed_cached"].append(run_variant("packed_cached", packed, work, env))
+        if examples is None:  # the data stream is seeded: every repeat draws the same batches
+            examples = max(1, round(runs["packed_cached"][0]["examples_per_step"]))  # same examples per step
+        baseline = {**common, "packing": False, "feature_cache": None, "batch_size": examples,
+                    "micro_batch_size": args.baseline_micro}
+        runs["baseline_padded_reencode"].append(run_variant("baseline_padded_reencode", {
+            **baseline, "mel_memory": False, "out_dir": str(work / "baseline")}, work, env))
+        runs["baseline_padded_reencode_mels_in_memory"].append(run_variant("baseline_padded_reencode_mels_in_memory", {
+            **baseline, "mel_memory": True, "out_dir": str(work / "baseline-mels")}, work, env))
+    results = {name: summarise(r) for name, r in runs.items()}
+
+    fast, base = results["packed_cached"], results["baseline_padded_reencode"]
     strong = results["baseline_padded_reencode_mels_in_memory"]
+    ratio = lambda a, b, key: round(a[key] / b[key], 2)
     out = {
-        "benchmark": "sft_throughput", "preset": args.preset, "rows_per_step": args.rows,
-        "max_seq_len": args.max_seq_len, "steps": args.steps, "threads": args.threads,
-        "items": len(TASKS) * args.items_per_task, "tasks": TASKS,
-        "baseline": "padding + re-encoding every step (same data, model, optimizer)",
+        "benchmark": "sft_throughput", "preset": args.preset, "steps": args.steps, "threads": args.threads,
+        "repeats": args.repeats, "row_len": args.row_len, "packed_rows_per_step": args.rows,
+        "packed_micro_batch": args.micro, "baseline_examples_per_step": examples,
+        "baseline_micro_batch": args.baseline_micro, "items": len(read_manifest(manifest, check_files=False)),
+        "tasks": tasks, "mixture": [{k: v for k, v in s.items() if k != "manifest"} for s in common["data"]],
+        "baseline": "one example per row padded to the micro-batch's longest, audio decoded + featurised + "
+                    "encoded every step; same model, data, optimizer and examples per step",
         **results,
-        "speedup_tokens_per_s": round(fast["tokens_per_s"] / base["tokens_per_s"], 2),
-        "speedup_vs_mels_in_memory": round(fast["tokens_per_s"] / strong["tokens_per_s"], 2),
+        "speedup_tokens_per_s": ratio(fast, base, "tokens_per_s"),
+        "speedup_tokens_per_cpu_s": ratio(fast, base, "tokens_per_cpu_s"),
+        "speedup_vs_mels_in_memory": ratio(fast, strong, "tokens_per_s"),
+        "speedup_vs_mels_in_memory_cpu": ratio(fast, strong, "tokens_per_cpu_s"),
         "target_speedup": 3.0,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "loadavg_at_end": os.getloadavg()},
     }
     print(json.dumps(out, indent=2))
 

@@ -5,7 +5,8 @@ Design choices
   log-probabilities and entropy; per-token values), so FSDP can wrap it as its root and everything —
   adapter on cached encoder outputs, decoder, head — runs inside that one forward.
 - Audio comes either as cached encoder outputs (`enc` [N, T, C] zero-padded per chunk, `enc_lens` [N]):
-  only the adapter runs, on exactly the frames `model.audio_embeddings` would give it; or as log-mels
+  only the adapter runs, on exactly the frames `model.audio_embeddings` would give it (its linear layers on
+  valid frames only: `Adapter.valid_frames`); or as log-mels
   (`mels`, `mel_lens`, `mel_frames`): the encoder runs too (needed when it is trainable).
 - The value model is a copy of the policy's network with a scalar head on the final hidden state, initialised
   from the policy as in the paper (the head starts at zero). Its `lm_head` is kept (frozen, unused) so the
@@ -25,8 +26,7 @@ def audio_embeds(model: StepAudioR1ForCausalLM, enc=None, enc_lens=None, mels=No
                  mel_frames=None) -> torch.Tensor | None:
     """[sum(n_i), D] adapter outputs of every chunk in prompt order, or None without audio."""
     if enc is not None:
-        x, n = model.adapter(enc.to(model.dtype), enc_lens)
-        return torch.cat([x[i, : int(k)] for i, k in enumerate(n.tolist())])
+        return model.adapter.valid_frames(enc.to(model.dtype), enc_lens)
     if mels is not None:
         return model.audio_embeddings(mels, mel_lens, mel_frames)
     return None

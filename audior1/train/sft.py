@@ -141,12 +141,12 @@ def _train(run: R.Run, cfg: SFTConfig) -> dict:
     last_eval, train_loss = {}, None
     t_window, tok_window = time.perf_counter(), 0
     while step < cfg.max_steps:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         rows = builder.next_batch()
         n_targets = sum(e.n_target for row in rows for e in row)
         lr = R.lr_at(step, cfg.optim, cfg.max_steps)
         R.set_lr(optimizer, lr)
-        loss_sum, tokens = 0.0, 0
+        loss_sum, tokens, slots = 0.0, 0, 0
         for micro in _micro(_rows_of_rank(rows, d), cfg.micro_batch_size):
             batch = collate(micro, run.store, run.tokenizer, cfg.packing).to(d.device)
             with run.autocast():
@@ -155,7 +155,8 @@ def _train(run: R.Run, cfg: SFTConfig) -> dict:
             loss.backward()
             loss_sum += float(loss.detach()) * n_targets / d.world
             tokens += batch.n_tokens
-        loss_sum, tokens = d.sum([loss_sum, tokens])
+            slots += batch.input_ids.numel()  # positions computed, padding included
+        loss_sum, tokens, slots = d.sum([loss_sum, tokens, slots])
         train_loss = loss_sum / n_targets
         grad_norm = distributed.clip_grad_norm(params, cfg.optim.grad_clip) if R.finite(train_loss) else float("nan")
         if not (R.finite(train_loss) and R.finite(grad_norm)):
@@ -171,12 +172,14 @@ def _train(run: R.Run, cfg: SFTConfig) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         tok_window += tokens
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             now = time.perf_counter()
             metrics = {"loss": train_loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "targets": n_targets,
+                       "examples": sum(len(row) for row in rows), "slots": slots,
                        "tokens_per_s": tok_window / max(1e-9, now - t_window), "step_time": dt,
+                       "step_cpu_time": cpu,  # this process's CPU seconds: steadier than dt on a shared machine
                        "epoch": [round(e, 4) for e in builder.sampler.epochs()]}
             t_window, tok_window = now, 0
             log.write("train", step, metrics)
