@@ -98,6 +98,9 @@ class Completion:
     reasoning_tokens: int  # tokens generated before the think block closed (the closing tag included)
     prompt_tokens: int
     think_closed: bool  # whether the output (or the prompt) closed the think block
+    # What stopped it, as vLLM reports it: the stop token's id (not part of token_ids), or the stop string
+    # matched (cut from text); None when it did not stop on its own.
+    stop_reason: int | str | None = None
 
     @property
     def completion_tokens(self) -> int:
@@ -129,6 +132,7 @@ class _Sample:
         self.generator = generator
         self._uniforms: list[float] = []
         self.finish_reason: str | None = None
+        self.stop_reason: int | str | None = None
 
     def uniform(self) -> float:
         """The row's next uniform number in [0, 1), drawn from its generator 64 at a time (one call instead
@@ -285,7 +289,8 @@ class Engine:
                 else:
                     answer = s.text[start:end].strip()
             out.append(Completion(s.text, reasoning, answer, list(s.ids), s.finish_reason or "cancelled",
-                                  s.reasoning_tokens, request.prompt_tokens, s.answer_start is not None))
+                                  s.reasoning_tokens, request.prompt_tokens, s.answer_start is not None,
+                                  s.stop_reason))
         return out
 
     # ---- the loop ----
@@ -482,7 +487,7 @@ class Engine:
             request.first_token_at = time.perf_counter()
         stop_ids = s.params.stop_token_ids if s.params.stop_token_ids is not None else self.tokenizer.stop_ids
         if token in stop_ids:
-            s.finish_reason = "stop"
+            s.finish_reason, s.stop_reason = "stop", token
             s.text += s.decoder.flush()
             self._flush(s, final=True)
             return
@@ -492,7 +497,7 @@ class Engine:
         before = len(s.text)
         s.text += s.decoder.push(token)
         if s.params.stop and self._apply_stop_strings(s, before):
-            s.finish_reason = "stop"
+            s.finish_reason = "stop"  # _apply_stop_strings set stop_reason
         if s.reasoning:
             at = s.text.find(THINK_END, max(0, before - len(THINK_END) + 1))
             if at >= 0:
@@ -511,10 +516,11 @@ class Engine:
     def _apply_stop_strings(self, s: _Sample, before: int) -> bool:
         longest = max(len(stop) for stop in s.params.stop)
         start = max(0, before - longest + 1)
-        hits = [h for h in (s.text.find(stop, start) for stop in s.params.stop) if h >= 0]
+        hits = [(h, stop) for stop in s.params.stop if (h := s.text.find(stop, start)) >= 0]
         if not hits:
             return False
-        s.text = s.text[: min(hits)]
+        at, s.stop_reason = min(hits)
+        s.text = s.text[:at]
         return True
 
     def _flush(self, s: _Sample, final: bool) -> None:

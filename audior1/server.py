@@ -367,6 +367,12 @@ def _usage(completions: list[Completion], prompt_tokens: int) -> dict:
             "completion_tokens_details": {"reasoning_tokens": sum(c.reasoning_tokens for c in completions)}}
 
 
+def _stop_reason(c: Completion, eos_ids: list[int]) -> int | str | None:
+    """vLLM's `stop_reason`: the id of a requested stop token or the stop string that ended the sample; None
+    when the model's own end-of-turn tokens (or the length limit) ended it."""
+    return None if c.stop_reason in eos_ids else c.stop_reason
+
+
 def _message(c: Completion, request: Request, inline: bool) -> dict:
     if inline:
         return {"role": "assistant", "content": c.text}
@@ -482,7 +488,8 @@ def create_app(engine: Engine, config: ServerConfig):
         completions = engine.completions(handle)
         return {**head, "object": "chat.completion",
                 "choices": [{"index": j, "message": _message(c, handle, inline), "logprobs": None,
-                             "finish_reason": c.finish_reason} for j, c in enumerate(completions)],
+                             "finish_reason": c.finish_reason, "stop_reason": _stop_reason(c, stop_ids)}
+                            for j, c in enumerate(completions)],
                 "usage": _usage(completions, prompt_tokens)}
 
     return app
@@ -517,6 +524,7 @@ async def _stream(scheduler: Scheduler, ticket: Ticket, head: dict, job: ChatJob
     handle = ticket.request
     chunk = {**head, "object": "chat.completion.chunk"}
     choice = lambda j, delta, finish=None: {"index": j, "delta": delta, "logprobs": None, "finish_reason": finish}
+    eos_ids = scheduler.engine.tokenizer.stop_ids
     finished = False
     closed = set()  # samples whose think block was closed in the inline stream
     try:
@@ -541,7 +549,8 @@ async def _stream(scheduler: Scheduler, ticket: Ticket, head: dict, job: ChatJob
         else:
             completions = scheduler.engine.completions(handle)
             for j, c in enumerate(completions):
-                yield _sse({**chunk, "choices": [choice(j, {}, c.finish_reason)]})
+                yield _sse({**chunk, "choices": [{**choice(j, {}, c.finish_reason),
+                                                  "stop_reason": _stop_reason(c, eos_ids)}]})
             if job.include_usage:
                 yield _sse({**chunk, "choices": [], "usage": _usage(completions, handle.prompt_tokens)})
         yield "data: [DONE]\n\n"

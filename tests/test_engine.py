@@ -197,13 +197,14 @@ def test_top_k_1_and_tiny_top_p_are_greedy(engine):
 def test_stop_strings_stop_ids_and_max_tokens(engine):
     params = SamplingParams(max_tokens=40, temperature=0, stop_token_ids=[])
     [[full]] = engine.generate([PROMPTS[1]], params)
-    assert full.finish_reason == "length" and len(full.token_ids) == 40
+    assert full.finish_reason == "length" and len(full.token_ids) == 40 and full.stop_reason is None
     stop_id = full.token_ids[6]
     [[cut]] = engine.generate([PROMPTS[1]], SamplingParams(max_tokens=40, temperature=0, stop_token_ids=[stop_id]))
     assert cut.finish_reason == "stop" and cut.token_ids == full.token_ids[: full.token_ids.index(stop_id)]
+    assert cut.stop_reason == stop_id
     stop = full.text[12:15]
     [[cut]] = engine.generate([PROMPTS[1]], SamplingParams(max_tokens=40, temperature=0, stop_token_ids=[], stop=[stop]))
-    assert cut.finish_reason == "stop" and cut.text == full.text[: full.text.index(stop)]
+    assert cut.finish_reason == "stop" and cut.text == full.text[: full.text.index(stop)] and cut.stop_reason == stop
 
 
 def test_thinking_budget_closes_the_reasoning(engine):

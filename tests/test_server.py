@@ -322,7 +322,8 @@ def test_thinking_controls(served):
     full = explicit["choices"][0]["message"]
     stop = full["content"][:2]
     stopped = httpx.post(url, json={**base, "thinking_budget": 3, "stop": [stop]}, timeout=60).json()["choices"][0]
-    assert stopped["finish_reason"] == "stop"
+    assert stopped["finish_reason"] == "stop" and stopped["stop_reason"] == stop  # vLLM's field
+    assert explicit["choices"][0]["stop_reason"] is None
     joined = full["reasoning_content"] + "\n</think>\n" + full["content"]
     got = stopped["message"]["reasoning_content"] + ("\n</think>\n" + stopped["message"]["content"]
                                                       if stopped["message"]["content"] is not None else "")

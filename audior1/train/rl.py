@@ -229,7 +229,8 @@ def _train(run: R.Run, cfg: RLConfig) -> dict:
                 if c.prompt_tokens != len(enc.input_ids):
                     raise RuntimeError(f"the engine changed the prompt ({c.prompt_tokens} tokens, sent "
                                        f"{len(enc.input_ids)}); max_think_tokens=0 is not supported in RL")
-                stop = [tok.eot_id] if c.finish_reason == "stop" else []
+                # the stop token the model actually sampled (a stop string leaves none to score)
+                stop = [c.stop_reason] if isinstance(c.stop_reason, int) else []
                 ids = list(enc.input_ids) + list(c.token_ids) + stop
                 if len(ids) == len(enc.input_ids):  # nothing generated: score the prompt's last token
                     ids = ids + [tok.eot_id]
