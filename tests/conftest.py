@@ -52,3 +52,18 @@ def assets(tmp_path_factory):
                         log=lambda s: None)
         (root / "done").write_text("ok")
     return root
+
+
+def tiny_model(seed=0, **text_overrides):
+    """A `tiny`-preset network with weights larger than usual (std 0.2), so numerical differences show; text
+    config fields can be overridden. In eval mode."""
+    from audior1.config import preset
+    from audior1.model import StepAudioR1ForCausalLM
+
+    cfg = preset("tiny")
+    cfg.audio_patch_token_id = 7
+    for k, v in text_overrides.items():
+        setattr(cfg.text, k, v)
+    model = StepAudioR1ForCausalLM(cfg)
+    model.init_weights(seed, std=0.2)
+    return model.eval()

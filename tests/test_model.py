@@ -2,21 +2,12 @@
 
 import pytest
 import torch
+from conftest import tiny_model
 
 from audior1.config import preset
 from audior1.model import IGNORE_INDEX, StepAudioR1ForCausalLM, _encoder_key_bias
 
 transformers = pytest.importorskip("transformers")
-
-
-def tiny_model(seed=0, **text_overrides):
-    cfg = preset("tiny")
-    cfg.audio_patch_token_id = 7
-    for k, v in text_overrides.items():
-        setattr(cfg.text, k, v)
-    model = StepAudioR1ForCausalLM(cfg)
-    model.init_weights(seed, std=0.2)  # larger than usual so differences would show
-    return model.eval()
 
 
 def reference_qwen2(model):

@@ -1,11 +1,11 @@
 """Per-segment attention for packed rows: the same logits, losses and gradients as the dense masked
 attention and as separate forwards of each example; the adapter on valid frames only equals `forward`."""
 
+import conftest
 import pytest
 import torch
 
-from audior1.config import preset
-from audior1.model import IGNORE_INDEX, PackedSegments, StepAudioR1ForCausalLM
+from audior1.model import IGNORE_INDEX, PackedSegments
 
 # Rows of one micro-batch: examples of very different lengths, each row ending in padding (except one full).
 LAYOUTS = [[1, 37, 5, 2], [60], [3, 3, 3, 40], [64]]
@@ -14,13 +14,7 @@ PROMPT = 2  # the first tokens of every example carry no loss (as in SFT, and so
 
 
 def tiny_model(seed=0, **text_overrides):
-    cfg = preset("tiny")
-    cfg.audio_patch_token_id = 7
-    for k, v in text_overrides.items():
-        setattr(cfg.text, k, v)
-    model = StepAudioR1ForCausalLM(cfg)
-    model.init_weights(seed, std=0.2)  # larger than usual so differences would show
-    return model.train()
+    return conftest.tiny_model(seed, **text_overrides).train()
 
 
 def packed_batch(layouts=LAYOUTS, width=WIDTH, seed=0) -> dict:
