@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "synthesise data, init a demo model, SFT it, RL it, evaluate each stage, ask it")
     p.add_argument("--out", default="runs/quickstart")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=900, help="SFT steps (default 900, ~6 minutes on 2 cores)")
+    p.add_argument("--steps", type=int, default=1500, help="SFT steps (default 1500, ~9 minutes on 2 cores)")
     p.add_argument("--rl-steps", type=int, default=20, help="GRPO steps after SFT (default 20; 0 skips RL)")
     p.add_argument("--n-per-task", type=int, default=200, help="items per task family and split")
     p.add_argument("--eval-items", type=int, default=0, help="evaluate only the first N test items (default: all)")

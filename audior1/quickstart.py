@@ -66,7 +66,7 @@ def _scores(run_dir: Path) -> tuple[float, float]:
     return accuracy, reasoning
 
 
-def run(out: Path, *, seed: int = 0, steps: int = 900, rl_steps: int = 20, n_per_task: int = 200,
+def run(out: Path, *, seed: int = 0, steps: int = 1500, rl_steps: int = 20, n_per_task: int = 200,
         eval_items: int = 0, max_tokens: int = MAX_TOKENS) -> None:
     """eval_items 0 evaluates the whole test split (the manifest is ordered by task, so a prefix would
     cover only the first families). rl_steps 0 skips the RL stage."""
