@@ -55,15 +55,18 @@ def _shown(path: str) -> str:
         return path
 
 
-def _scores(run_dir: Path) -> tuple[float, float]:
-    """(accuracy, share of answers with a non-empty reasoning chain) of one eval run."""
-    from audior1.train.rewards import has_reasoning
+def _scores(run_dir: Path) -> tuple[float, float, float]:
+    """(accuracy, share of answers with a non-empty reasoning chain, mean audio reward) of one eval run; the
+    reward is the RL registry's own `audio` function on the run's raw outputs."""
+    from audior1.train.rewards import audio_reward, format_reward
 
     summary = json.loads((run_dir / "summary.json").read_text())
     accuracy = summary["metrics"][summary["primary"]]["pass@1"]
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines() if line]
-    reasoning = sum(has_reasoning(r["raw"]) for r in rows) / max(1, len(rows))
-    return accuracy, reasoning
+    raws = [r["raw"] for r in rows]
+    n = max(1, len(rows))
+    reward = audio_reward(raws, answer=[r["reference"] for r in rows], choices=[r["options"] for r in rows])
+    return accuracy, sum(format_reward(raws)) / n, sum(reward) / n
 
 
 def run(out: Path, *, seed: int = 0, steps: int = 1500, rl_steps: int = 20, n_per_task: int = 200,
@@ -107,9 +110,9 @@ def run(out: Path, *, seed: int = 0, steps: int = 1500, rl_steps: int = 20, n_pe
 
     print(f"\ntest split ({', '.join(TASKS)}), greedy:")
     for name, run_dir in evals:
-        accuracy, reasoning = _scores(run_dir)
+        accuracy, reasoning, reward = _scores(run_dir)
         print(f"  {name:>16}: accuracy {accuracy:6.1%}, reasons before answering {reasoning:6.1%}, "
-              f"audio reward {0.8 * accuracy + 0.2 * reasoning:.3f}")
+              f"audio reward {reward:.3f}")
     print(f"({time.perf_counter() - start:.0f} s in all). Model: {final}")
 
 
