@@ -110,14 +110,8 @@ class SFTConfig:
 
     def validate(self) -> "SFTConfig":
         problems = _common_problems(self)
-        if not self.data:
-            problems.append("data: at least one source is needed")
-        for i, s in enumerate(self.data):
-            if s.kind not in SFT_KINDS:
-                problems.append(f"data.{i}.kind {s.kind!r} is not one of {', '.join(SFT_KINDS)}")
-            problems += _source_problems(s, f"data.{i}")
-        if self.eval_kind not in SFT_KINDS:
-            problems.append(f"eval_kind {self.eval_kind!r} is not one of {', '.join(SFT_KINDS)}")
+        problems += _sources_problems(self.data, "data", SFT_KINDS)
+        problems += _one_of("eval_kind", self.eval_kind, SFT_KINDS)
         if self.max_seq_len < 8:
             problems.append(f"max_seq_len must be ≥ 8, got {self.max_seq_len}")
         _raise(problems)
@@ -178,18 +172,10 @@ class RLConfig:
 
     def validate(self) -> "RLConfig":
         problems = [p for p in _common_problems(self) if not (p.startswith("max_steps") and self.max_steps == 0)]
-        if self.algo not in ALGOS:
-            problems.append(f"algo {self.algo!r} is not one of {', '.join(ALGOS)}")
-        if not self.prompts:
-            problems.append("prompts: at least one source is needed")
-        for i, s in enumerate(self.prompts):
-            if s.kind not in RL_KINDS:
-                problems.append(f"prompts.{i}.kind {s.kind!r} is not one of {', '.join(RL_KINDS)}")
-            problems += _source_problems(s, f"prompts.{i}")
-        if self.eval_kind not in RL_KINDS:
-            problems.append(f"eval_kind {self.eval_kind!r} is not one of {', '.join(RL_KINDS)}")
-        if self.loss_norm not in LOSS_NORMS:
-            problems.append(f"loss_norm {self.loss_norm!r} is not one of {', '.join(LOSS_NORMS)}")
+        problems += _one_of("algo", self.algo, ALGOS)
+        problems += _sources_problems(self.prompts, "prompts", RL_KINDS)
+        problems += _one_of("eval_kind", self.eval_kind, RL_KINDS)
+        problems += _one_of("loss_norm", self.loss_norm, LOSS_NORMS)
         for name in ("prompts_per_step", "samples_per_prompt", "max_new_tokens", "epochs", "minibatches",
                      "micro_batch_size", "rollout_batch_size"):
             if getattr(self, name) < 1:
@@ -207,8 +193,7 @@ def _common_problems(cfg) -> list[str]:
     bad = [p for p in cfg.trainable if p not in PARTS]
     if bad or not cfg.trainable:
         problems.append(f"trainable must be a non-empty subset of {', '.join(PARTS)}, got {cfg.trainable}")
-    if cfg.dtype not in DTYPES:
-        problems.append(f"dtype {cfg.dtype!r} is not one of {', '.join(DTYPES)}")
+    problems += _one_of("dtype", cfg.dtype, DTYPES)
     if cfg.max_steps < 1:
         problems.append(f"max_steps must be ≥ 1, got {cfg.max_steps}")
     o = cfg.optim
@@ -220,6 +205,18 @@ def _common_problems(cfg) -> list[str]:
         problems.append(f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
     if hasattr(cfg, "batch_size") and (cfg.batch_size < 1 or cfg.micro_batch_size < 1):
         problems.append("batch_size and micro_batch_size must be ≥ 1")
+    return problems
+
+
+def _one_of(where: str, value, allowed) -> list[str]:
+    return [] if value in allowed else [f"{where} {value!r} is not one of {', '.join(allowed)}"]
+
+
+def _sources_problems(sources: list[Source], where: str, kinds) -> list[str]:
+    """A non-empty list of sources, each of an allowed kind and well-formed."""
+    problems = [] if sources else [f"{where}: at least one source is needed"]
+    for i, s in enumerate(sources):
+        problems += _one_of(f"{where}.{i}.kind", s.kind, kinds) + _source_problems(s, f"{where}.{i}")
     return problems
 
 
