@@ -144,3 +144,17 @@ def test_bf16_activation_checkpointing_and_optional_tensorboard(assets, tmp_path
     assert len(losses) == 2 and all(0 < x < 20 for x in losses)
     # a trainable encoder turns the feature cache off (its outputs change every step)
     assert any("feature cache off" in r.get("message", "") for r in records if r["kind"] == "info")
+
+
+def test_a_source_with_nothing_to_train_on_is_named(assets, tmp_path, capsys):
+    manifest = str(assets / "synth" / "synth-train.jsonl")
+    cfg = write_config(tmp_path / "c.yaml", assets, tmp_path / "run", max_steps=1, save_every=0,
+                       data=[{"manifest": manifest, "kind": "direct"},
+                             {"manifest": manifest, "kind": "caption", "tasks": ["no_such_family"]}])
+    assert main(["sft", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"data source {manifest} as caption: no usable example: no item of the manifest passes its filters " \
+           "(tasks ['no_such_family'])" in err and "Traceback" not in err
+    cfg = write_config(tmp_path / "c2.yaml", assets, tmp_path / "run2", max_steps=1, save_every=0, max_seq_len=8)
+    assert main(["sft", "--config", str(cfg)]) == 2
+    assert "as direct: no usable example: all" in capsys.readouterr().err
