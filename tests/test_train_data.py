@@ -240,6 +240,12 @@ def test_memory_estimate_shapes():
     assert round(r8["parameters"] / 1e9, 2) == 33.49
     assert r16["total_per_gpu_gb"] < r8["total_per_gpu_gb"]
     assert estimate("step-audio-r1", 8, algo="ppo")["total_per_gpu_gb"] > r8["total_per_gpu_gb"]
+    grpo, grpo_kl = estimate("step-audio-r1", 8, algo="grpo"), estimate("step-audio-r1", 8, algo="grpo", kl=True)
+    assert grpo_kl["per_gpu_gb"]["kl_reference_sharded_bf16"] == pytest.approx(2 * 33.49e9 / 8 / 1024**3, abs=0.01)
+    assert grpo_kl["total_per_gpu_gb"] == pytest.approx(
+        grpo["total_per_gpu_gb"] + grpo_kl["per_gpu_gb"]["kl_reference_sharded_bf16"], abs=0.11)
+    with pytest.raises(ValueError, match="only RL"):
+        estimate("step-audio-r1", 8, kl=True)
 
 
 def test_memory_estimate_of_loading():

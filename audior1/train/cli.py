@@ -54,9 +54,12 @@ def cmd_rl(args) -> None:
 def cmd_memory(args) -> None:
     from audior1.train.memory import estimate, format_table
 
+    if args.kl and args.algo == "sft":
+        print("audior1 train memory: --kl needs --algo grpo or ppo (SFT has no KL reference)", file=sys.stderr)
+        raise SystemExit(2)
     rows = estimate(args.preset, args.gpus, seq_len=args.seq_len, micro_batch=args.micro_batch,
                     trainable=args.trainable.split(","), activation_checkpointing=not args.no_checkpointing,
-                    algo=args.algo)
+                    algo=args.algo, kl=args.kl)
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
 
 
@@ -106,7 +109,8 @@ def register(subparsers) -> None:
     m.add_argument("--micro-batch", type=int, default=1, help="rows per forward pass per GPU")
     m.add_argument("--trainable", default="adapter,decoder", help="comma-separated: encoder,adapter,decoder")
     m.add_argument("--algo", choices=["sft", "grpo", "ppo"], default="sft",
-                   help="ppo adds a value model; kl adds nothing here (reference copy not counted)")
+                   help="ppo adds a value model of the policy's size")
+    m.add_argument("--kl", action="store_true", help="RL with kl_coef > 0: count the frozen reference policy")
     m.add_argument("--no-checkpointing", action="store_true", help="without activation checkpointing")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_memory)

@@ -12,6 +12,8 @@ Model of what `audior1 train` does under torchrun:
   term). The loss runs the head on 1024 target rows at a time in fp32: 1024·V·4 bytes (×2 for the entropy
   in RL).
 - PPO adds a value model of the same size (same sharding, its own AdamW and activations).
+- With a KL term (`--kl`, i.e. `kl_coef > 0`) the frozen reference policy adds its shards, kept in the compute
+  dtype (2·P/N in bf16); its forward runs without gradients, so it adds no activations to the peak.
 - Not included in the total: the unsharded copy the in-process engine uses for generation (eval accuracy,
   rollouts): 2·P bytes in bf16 on every GPU — at 33 B that alone is 67 GB, so at that scale use
   `eval_items: 0` for SFT and an external sampler (vLLM) for rollouts; the fp32 encoder copy each process
@@ -49,7 +51,7 @@ def part_sizes(name: str) -> dict[str, int]:
 
 def estimate(name: str, gpus: int, *, seq_len: int = 8192, micro_batch: int = 1,
              trainable: list[str] | tuple[str, ...] = ("adapter", "decoder"), activation_checkpointing: bool = True,
-             algo: str = "sft") -> dict:
+             algo: str = "sft", kl: bool = False) -> dict:
     s = part_sizes(name)
     decoder = s["embed"] + s["head"] + s["layers"] + s["norm"]
     p_train = (s["encoder"] if "encoder" in trainable else 0) + (s["adapter"] if "adapter" in trainable else 0) \
@@ -70,11 +72,15 @@ def estimate(name: str, gpus: int, *, seq_len: int = 8192, micro_batch: int = 1,
         else 2 * b * t * (10 * d + 4 * i) * L,
         "loss_logit_chunk": 1024 * v * 4 * (2 if algo in ("grpo", "ppo") else 1),
     }
+    if kl:
+        if algo == "sft":
+            raise ValueError("kl: only RL (grpo, ppo) has a KL reference; SFT has none")
+        rows["kl_reference_sharded_bf16"] = 2 * s["total"] / gpus
     if algo == "ppo":
         rows["activations"] *= 2
     total = sum(rows.values())
     beside = {"generation_copy_bf16": 2 * s["total"], "cache_encoder_fp32": 4 * s["encoder"]}
-    return {"preset": name, "gpus": gpus, "seq_len": seq_len, "micro_batch": micro_batch, "algo": algo,
+    return {"preset": name, "gpus": gpus, "seq_len": seq_len, "micro_batch": micro_batch, "algo": algo, "kl": kl,
             "trainable": list(trainable), "activation_checkpointing": activation_checkpointing,
             "parameters": s["total"], "trainable_parameters": p_train,
             "per_gpu_gb": {k: round(x / GB, 2) for k, x in rows.items()}, "total_per_gpu_gb": round(total / GB, 1),
@@ -90,15 +96,15 @@ def loading(s: dict, gpus: int) -> dict[str, float]:
 
 def format_table(r: dict) -> str:
     lines = [f"{r['preset']}: {r['parameters'] / 1e9:.2f} B parameters ({r['trainable_parameters'] / 1e9:.2f} B "
-             f"trainable: {', '.join(r['trainable'])}), {r['algo']}, {r['gpus']} GPUs, micro-batch "
+             f"trainable: {', '.join(r['trainable'])}), {r['algo']}{' with KL' if r['kl'] else ''}, {r['gpus']} GPUs, micro-batch "
              f"{r['micro_batch']} × {r['seq_len']} tokens, activation checkpointing "
              f"{'on' if r['activation_checkpointing'] else 'off'}"]
     for k, gb in r["per_gpu_gb"].items():
-        lines.append(f"  {k:<24} {gb:>8.2f} GB")
-    lines.append(f"  {'total per GPU':<24} {r['total_per_gpu_gb']:>8.1f} GB  (+ ~10% allocator/CUDA context; "
+        lines.append(f"  {k:<26} {gb:>8.2f} GB")
+    lines.append(f"  {'total per GPU':<26} {r['total_per_gpu_gb']:>8.1f} GB  (+ ~10% allocator/CUDA context; "
                  "generation copy not included, see --help)")
     for k, gb in r["not_in_total_gb"].items():
-        lines.append(f"  {k:<24} {gb:>8.2f} GB  (not in the total)")
+        lines.append(f"  {k:<26} {gb:>8.2f} GB  (not in the total)")
     ld = r["loading_gb"]
     lines.append(f"  while loading: {ld['shards_fp32']:.2f} GB of fp32 shards per model, plus one tensor's rows "
                  f"at a time (≤ {ld['largest_rows_host_bf16']:.2f} GB host, {ld['largest_rows_device_fp32']:.2f} GB "
