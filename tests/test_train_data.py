@@ -116,6 +116,26 @@ def test_feature_cache_is_reused_and_keyed_by_encoder_weights(assets, parts, tmp
             model.encoder.after_norm.bias.sub_(0.1)
 
 
+def test_store_reads_the_cache_after_releasing_its_encoder(assets, parts, tmp_path):
+    model, processor = parts
+    paths = [p for it in load_items(Source(manifest=str(assets / "synth" / "synth-train.jsonl")))[:3]
+             for p in it["audio"]]
+    store = AudioStore(processor, tmp_path / "cache", encoder=model.encoder)
+    store.prepare(paths)
+    clips = [store.clips[p] for p in paths]
+    before = store.batch_audio(clips)
+    assert store.release_encoder() == sum(t.numel() * 4 for t in model.encoder.state_dict().values())
+    fresh = AudioStore(processor, tmp_path / "cache", encoder=model.encoder, memory_bytes=0)  # reads files
+    fresh.prepare(paths)
+    fresh.release_encoder()
+    after = fresh.batch_audio([fresh.clips[p] for p in paths])
+    assert all(torch.equal(a, b) for a, b in zip(before.values(), after.values()) if torch.is_tensor(a))
+    for f in fresh.cache_dir.rglob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(DataError, match="encoder outputs are missing from the feature cache"):
+        fresh.batch_audio([fresh.clips[paths[0]]])
+
+
 def test_packed_rows_give_the_same_logprobs_as_separate_examples(assets, parts, tmp_path):
     model, processor = parts
     items = load_items(Source(manifest=str(assets / "synth" / "synth-train.jsonl")))

@@ -216,6 +216,13 @@ class AudioStore:
             elif not self.cached:
                 self._remember(clip, feats)
 
+    def release_encoder(self) -> int:
+        """Drop the store's reference to the encoder once every clip of the run is cached (under torchrun
+        that reference is the process's private fp32 copy); the run then only reads the cache. Returns the
+        bytes of the encoder's tensors."""
+        enc, self.encoder = self.encoder, None
+        return sum(t.numel() * t.element_size() for t in enc.state_dict().values()) if enc is not None else 0
+
     @torch.no_grad()
     def _encode_and_store(self, clip: Clip, feats: audio_lib.AudioFeatures) -> list[torch.Tensor]:
         enc = self.encoder
@@ -243,13 +250,16 @@ class AudioStore:
 
     def _load(self, clip: Clip) -> tuple[list[torch.Tensor], list[int]]:
         """A cached clip's encoder outputs per chunk and their valid lengths."""
+        if clip.key in self._memory:
+            return self._memory[clip.key]
         path = self._cache_file(clip.key)
         if not path.exists():  # prepared with write=False (another process owns writing): encode now
+            if self.encoder is None:
+                raise DataError(f"{clip.path}: its encoder outputs are missing from the feature cache ({path}); "
+                                "was the cache directory cleared during the run?")
             feats = audio_lib.featurize(clip.path, convention=self.convention, max_seconds=self.max_seconds,
                                         chunk_seconds=self.chunk_seconds)
             self._encode_and_store(clip, feats)
-        if clip.key in self._memory:
-            return self._memory[clip.key]
         with safe_open(path, "pt") as f:
             meta = f.metadata()
             lens = json.loads(meta["lens"])

@@ -17,7 +17,7 @@ Model of what `audior1 train` does under torchrun:
 - Not included in the total: the unsharded copy the in-process engine uses for generation (eval accuracy,
   rollouts): 2·P bytes in bf16 on every GPU — at 33 B that alone is 67 GB, so at that scale use
   `eval_items: 0` for SFT and an external sampler (vLLM) for rollouts; the fp32 encoder copy each process
-  keeps for the feature cache (4·P_enc); and the CUDA context / allocator slack (add ~10%). Both copies are
+  holds while it fills the feature cache before step 1, released then (4·P_enc); and the CUDA context / allocator slack (add ~10%). Both copies are
   reported beside the total (`generation_copy_bf16`, `cache_encoder_fp32`).
 - While loading (`loading_gb`): each process allocates only its fp32 shards (4·P/N per model) and reads one
   tensor's local rows at a time, so the transient is the largest tensor's rows once in the file's bf16 on

@@ -106,6 +106,7 @@ def _train(run: R.Run, cfg: RLConfig) -> dict:
         R.prepare_audio(run, [p for it in eval_items for p in it["audio"]], "eval")
         eval_items = [it for it in eval_items if not any(run.store.clips.get(p) is None for p in it["audio"])]
     log.info(run.store.summary())
+    R.audio_ready(run)
     sampler = MixtureSampler([len(s) for s in sources], [s.weight for s in cfg.prompts], cfg.seed)
 
     # ---- models ----

@@ -152,6 +152,14 @@ def prepare_audio(run: Run, paths: list[str], what: str) -> None:
         run.store.prepare(paths, write=False)
 
 
+def audio_ready(run: Run) -> None:
+    """Every clip of the run is prepared: under torchrun, free the private encoder copy the cache needed
+    (the model's own, sharded encoder serves generation)."""
+    if run.d.enabled and run.store.encoder is not None:
+        freed = run.store.release_encoder()
+        run.log.info(f"feature cache complete: released this process's encoder copy ({freed / 2**20:.1f} MB)")
+
+
 # ---- optimisation -------------------------------------------------------------------------------------
 
 def part_of(name: str) -> str:

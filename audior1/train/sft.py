@@ -53,6 +53,7 @@ def _examples(run: R.Run, cfg: SFTConfig):
     for s, items, ex in zip(cfg.data, items_per_source, sources):
         if not ex:
             raise DataError(_empty_source_message(s, items, cfg.max_seq_len))
+    R.audio_ready(run)
     return sources, dev_items, dev_examples
 
 
