@@ -8,13 +8,16 @@ Design choices
 - One attention-mask rule serves training, packing and cached decoding: a query may see a key when the
   key is valid and not in its future, and (for packed rows) in the same segment. Every query also sees
   itself, so rows of pure padding never produce NaNs.
-- Packed rows (`segment_ids`, no cache) do not build that mask: attention runs segment by segment
+- Forwards without a cache (training, scoring) do not build that mask: attention runs segment by segment
   (`PackedSegments`, `segment_attention`), each a plain causal attention over its own tokens, so a row of
-  several examples costs what the examples cost instead of a dense T × T masked attention. The linear
-  layers still see the packed [B, T] layout; only attention is split, by `split` and `cat` (whose backward
-  is one `cat` / one split, not a full-size zero tensor per slice). A padding token attends to itself alone,
-  so its output is its own value, as under the mask. Segments must be contiguous runs; otherwise (or with
-  `model.per_segment_attention = False`) the dense mask is used, which tests hold equal to the per-segment path.
+  several examples costs what the examples cost instead of a dense T × T masked attention. A packed row's
+  segments come from `segment_ids`; an unpacked row is one segment, its run of valid tokens, so padding costs
+  the linear layers but not attention (as flash-attention's unpadding does). The linear layers still see the
+  [B, T] layout; only attention is split, by `split` and `cat` (whose backward is one `cat` / one split, not a
+  full-size zero tensor per slice). A padding token attends to itself alone, so its output is its own value
+  (under the mask a right-padding token also sees its row: no loss or real token ever reads it). Segments must
+  be contiguous runs; otherwise (or with `model.per_segment_attention = False`) the dense mask is used, which
+  tests hold equal to the per-segment path on every real token.
 - Audio embeddings overwrite the `<audio_patch>` positions in row-major order, as the released code does;
   audio frames take ordinary RoPE positions.
 - Encoder attention runs its softmax in fp32 (as released); the decoder uses `scaled_dot_product_attention`.
@@ -339,7 +342,8 @@ class StepAudioR1ForCausalLM(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config.validate()
-        # Packed rows attend segment by segment (False: through the dense mask; same numbers, T² cost).
+        # Cache-free forwards attend segment by segment (False: through the dense mask; same numbers on
+        # real tokens, T² cost).
         self.per_segment_attention = True
         # Children in the released order: model, encoder, adapter, lm_head.
         self.model = Qwen2Model(config.text)
@@ -435,7 +439,10 @@ class StepAudioR1ForCausalLM(nn.Module):
             key_valid = torch.cat([cache.valid[:, : cache.length], attention_mask], dim=1)
             mask = _attention_mask(key_valid, query_start=cache.length)
         else:
-            mask = PackedSegments.of(attention_mask, segment_ids) if self.per_segment_attention else None
+            mask = None
+            if self.per_segment_attention:  # an unpacked row is one segment: its run of valid tokens
+                mask = PackedSegments.of(attention_mask, segment_ids if segment_ids is not None
+                                         else attention_mask.long())
             if mask is None:
                 mask = _attention_mask(attention_mask, query_start=0, segment_ids=segment_ids)
         h = self.model(h, position_ids, mask, cache)

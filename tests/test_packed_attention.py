@@ -5,7 +5,7 @@ import conftest
 import pytest
 import torch
 
-from audior1.model import IGNORE_INDEX, PackedSegments
+from audior1.model import IGNORE_INDEX, PackedSegments, segment_attention
 
 # Rows of one micro-batch: examples of very different lengths, each row ending in padding (except one full).
 LAYOUTS = [[1, 37, 5, 2], [60], [3, 3, 3, 40], [64]]
@@ -156,3 +156,46 @@ def test_adapter_valid_frames_equal_forward_and_its_gradients():
     model.zero_grad(set_to_none=True)
     (want * weights).sum().backward()
     assert torch.allclose(g_new, model.adapter.linear1.weight.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_unpacked_padded_rows_attend_within_their_valid_run(side, monkeypatch):
+    """One example per row (no segment_ids), as the padded trainer and RL scoring send them: per-row
+    attention over the valid tokens gives the dense mask's loss, gradients and every real token's logits."""
+    import audior1.model as M
+
+    calls = []
+    monkeypatch.setattr(M, "segment_attention", lambda *a: calls.append(a[3]) or segment_attention(*a))
+    model = tiny_model()
+    gen = torch.Generator().manual_seed(5)
+    lengths, width = [64, 9, 40, 1], 64
+    valid = torch.zeros(len(lengths), width, dtype=torch.bool)
+    for r, n in enumerate(lengths):
+        valid[r, :n] = True
+    if side == "left":
+        valid = valid.flip(1)
+    ids = torch.randint(10, 1000, (len(lengths), width), generator=gen)
+    labels = torch.where(valid, ids, torch.full_like(ids, IGNORE_INDEX))
+    batch = {"input_ids": ids, "attention_mask": valid, "labels": labels}
+    assert PackedSegments.of(valid, valid.long()).real.count(True) == len(lengths)
+    fast = forward_backward(model, batch, per_segment=True)
+    assert len(calls) == model.config.text.num_hidden_layers and sum(calls[0].real) == len(lengths)
+    dense = forward_backward(model, batch, per_segment=False)
+    assert len(calls) == model.config.text.num_hidden_layers  # the mask path: no more per-segment calls
+    assert torch.allclose(fast[0][valid], dense[0][valid], atol=1e-5)
+    assert torch.allclose(fast[1], dense[1], rtol=1e-5)
+    assert_same_grads(fast[2], dense[2])
+
+
+def test_rows_with_holes_fall_back_to_the_mask():
+    """Valid tokens in two runs of one row: not one segment, so the dense mask keeps its meaning."""
+    model = tiny_model().eval()
+    valid = torch.tensor([[1, 1, 0, 1, 1, 1]], dtype=torch.bool)
+    assert PackedSegments.of(valid, valid.long()) is None
+    ids = torch.randint(10, 1000, (1, 6), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        outs = []
+        for flag in (True, False):
+            model.per_segment_attention = flag
+            outs.append(model(ids, attention_mask=valid).logits)
+    assert torch.equal(outs[0], outs[1])
