@@ -10,10 +10,15 @@ child process (so peak memory is its own), through the real `audior1 train sft` 
             linear layers see valid frames only.
 - baseline_padded_reencode  `packing: false`, `feature_cache: null`, `mel_memory: false`: one example per
             row, padded to the longest in its micro-batch of `--baseline-micro` rows (the trainer's default,
-            8), attention under the usual causal + padding mask; every step decodes the clips, computes
-            log-mels and runs the frozen encoder. The speed-up is measured against this one.
-- baseline_padded_reencode_mels_in_memory  the same, but log-mels are kept in memory after first use (only
-            the encoder re-runs): a stronger baseline, reported beside it.
+            8), attention through one dense causal + padding mask per micro-batch (what transformers' `sdpa`
+            attention does with padded batches; here `model.per_segment_attention = False`); every step decodes
+            the clips, computes log-mels and runs the frozen encoder: the standard padded trainer. The
+            speed-up the issue asks for is measured against this one.
+- baseline_padded_reencode_row_attention  the same, but attention runs over each row's valid tokens only
+            (audior1's own `packing: false` mode, like flash-attention's unpadding): padding still costs the
+            linear layers, not attention. The strongest padded baseline, reported beside it.
+- baseline_padded_reencode_mels_in_memory  the standard baseline with log-mels kept in memory after first
+            use (only the encoder re-runs), reported beside it.
 
 Fairness: the same examples per optimizer step on average, hence the same tokens per step: the packed
 variant runs first and the baselines' `batch_size` is its mean number of examples per step. Every variant
@@ -26,6 +31,14 @@ rendered from a synthetic manifest of every family (`audior1.data.synth`; the sp
 and are skipped without it: `tasks` in the output lists those used). Examples run from ~30 tokens (a direct
 answer about a short clip) to ~340 (a text CoT), so one example per row pads a real share of every batch.
 
+Chain length (`--chain-tokens N`): the suite's reasoning chains are short (≤ ~300 tokens), while the paper's
+cold-start chains run to thousands (DESIGN.md §4: ≈ 3 000 tokens). With `N > 0` the benchmark trains on a copy of
+the manifest whose `text_cot` (the reasoning of the text-CoT and audio-CoT examples) is lengthened to a length
+drawn uniformly from [N/2, 3N/2] tokens by appending other items' chains: the *content* is then not a coherent
+argument, but the token counts, the mixture, the audio and every other example are those of the suite. Packing's
+gain depends on the spread of example lengths, so `docs/results.md` reports the speed-up at several N. Rows
+default to the smallest power of two ≥ 2 048 that holds the longest example, for every variant.
+
 Tokens/s counts real (non-padding) tokens per second of training step, steps after the first two (a step's
 time covers batch assembly, audio decoding and encoding where the variant does them, forward, backward and
 the optimizer); tokens per CPU second divides by the process's CPU time instead, which a shared machine
@@ -34,14 +47,17 @@ RSS. With `--repeats N` the variants run N times, interleaved, and each reports 
 figures are listed). Prints one JSON object with every variant and the speed-ups.
 
     nice -n 10 .venv/bin/python benchmarks/sft_throughput.py [--preset demo] [--steps 30] [--threads 1] [--repeats 3]
+        [--chain-tokens 1000] [--variants packed_cached,baseline_padded_reencode,...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import random
 import subprocess
 import sys
 import tempfile
@@ -51,16 +67,28 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = ("packed_cached", "baseline_padded_reencode", "baseline_padded_reencode_row_attention",
+            "baseline_padded_reencode_mels_in_memory")
 MIXTURE = ROOT / "configs" / "sft-mgrd-cold-start.yaml"
 
 
-def child(config_path: str) -> None:
+def child(config_path: str, attention: str) -> None:
     """Run one variant; print its measurements as JSON on the last line."""
     import resource
 
+    from audior1.model import StepAudioR1ForCausalLM
     from audior1.train.config import SFTConfig, load_config
     from audior1.train.logging import read_metrics
     from audior1.train.sft import train
+
+    if attention == "dense":  # the standard padded trainer's attention: one masked SDPA per micro-batch
+        build = StepAudioR1ForCausalLM.__init__
+
+        def dense_attention_model(self, *args, **kwargs):
+            build(self, *args, **kwargs)
+            self.per_segment_attention = False
+
+        StepAudioR1ForCausalLM.__init__ = dense_attention_model
 
     cfg = load_config(SFTConfig, config_path)
     t0 = time.perf_counter()
@@ -93,10 +121,39 @@ def cold_start_sources(manifest: Path) -> list[dict]:
     return [{**s, "manifest": str(manifest)} for s in sources]
 
 
-def run_variant(name: str, cfg: dict, work: Path, env: dict) -> dict:
+def lengthen_chains(manifest: Path, target: int, tokenizer, seed: int = 0) -> tuple[Path, int]:
+    """A copy of `manifest` beside it whose `text_cot` chains run to U[target/2, 3·target/2] tokens, each its
+    own chain followed by other items' chains; returns the copy and its longest chain in tokens."""
+    from audior1.data.manifest import read_manifest, write_manifest
+
+    items = read_manifest(manifest, check_files=False)
+    rng = random.Random(seed)
+    pool = [(it["text_cot"], len(tokenizer.encode(it["text_cot"]))) for it in items]
+    longest = 0
+    for item in items:
+        want = rng.randint(target // 2, 3 * target // 2)
+        parts, n = [item["text_cot"]], len(tokenizer.encode(item["text_cot"]))
+        while n < want:
+            text, count = rng.choice(pool)
+            parts.append(text)
+            n += count + 1  # the joining newline
+        item["text_cot"] = "\n".join(parts)
+        longest = max(longest, len(tokenizer.encode(item["text_cot"])))
+    out = manifest.with_name(f"{manifest.stem}-chains{target}.jsonl")
+    write_manifest(out, items)
+    return out, longest
+
+
+def default_row_len(longest_chain: int) -> int:
+    """Smallest power of two ≥ 2 048 with room for the longest chain plus its question, caption and audio."""
+    return max(2048, 2 ** math.ceil(math.log2(longest_chain + 768)))
+
+
+def run_variant(name: str, cfg: dict, work: Path, env: dict, attention: str = "segments") -> dict:
     path = work / f"{name}.yaml"
     path.write_text(json.dumps(cfg))
-    proc = subprocess.run([sys.executable, __file__, "--child", str(path)], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, __file__, "--child", str(path), "--attention", attention],
+                          capture_output=True, text=True, env=env)
     if proc.returncode:
         sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -118,17 +175,25 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--items-per-task", type=int, default=48)
     ap.add_argument("--rows", type=int, default=4, help="packed rows per step")
-    ap.add_argument("--row-len", type=int, default=2048, help="packed row length = max_seq_len of every variant")
+    ap.add_argument("--row-len", type=int, default=None,
+                    help="packed row length = max_seq_len of every variant (default: 2048, or what the chains need)")
+    ap.add_argument("--chain-tokens", type=int, default=0,
+                    help="lengthen reasoning chains to about this many tokens (0: the suite's own chains)")
     ap.add_argument("--micro", type=int, default=4, help="packed rows per forward pass")
     ap.add_argument("--baseline-micro", type=int, default=8, help="baseline rows (examples) per forward pass")
     ap.add_argument("--repeats", type=int, default=1, help="run the variants this many times, interleaved")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", default=None, help="working directory (default: a temporary one)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants to run")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--attention", default="segments", choices=["segments", "dense"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.attention)
         return
+    variants = args.variants.split(",")
+    if "packed_cached" not in variants or any(v not in VARIANTS for v in variants):
+        sys.exit(f"--variants: packed_cached plus any of {', '.join(VARIANTS[1:])}; got {args.variants!r}")
 
     work = Path(args.work or tempfile.mkdtemp(prefix="sft-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -143,6 +208,13 @@ def main() -> None:
     model = work / "model"
     if not (model / "config.json").exists():
         init_checkpoint(args.preset, model, seed=0)
+    longest_chain = None
+    if args.chain_tokens > 0:
+        from audior1.chat import ChatTokenizer
+
+        manifest, longest_chain = lengthen_chains(manifest, args.chain_tokens, ChatTokenizer.from_dir(model))
+    if args.row_len is None:
+        args.row_len = default_row_len(longest_chain or 0)
 
     common = {
         "model": str(model), "data": cold_start_sources(manifest), "max_steps": args.steps,
@@ -152,37 +224,40 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     packed = {**common, "packing": True, "feature_cache": str(work / "cache"), "batch_size": args.rows,
               "micro_batch_size": args.micro, "out_dir": str(work / "packed")}
-    runs: dict[str, list[dict]] = {"packed_cached": [], "baseline_padded_reencode": [],
-                                   "baseline_padded_reencode_mels_in_memory": []}
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
     examples = None
     for _ in range(args.repeats):
         runs["packed_cached"].append(run_variant("packed_cached", packed, work, env))
         if examples is None:  # the data stream is seeded: every repeat draws the same batches
             examples = max(1, round(runs["packed_cached"][0]["examples_per_step"]))  # same examples per step
         baseline = {**common, "packing": False, "feature_cache": None, "batch_size": examples,
-                    "micro_batch_size": args.baseline_micro}
-        runs["baseline_padded_reencode"].append(run_variant("baseline_padded_reencode", {
-            **baseline, "mel_memory": False, "out_dir": str(work / "baseline")}, work, env))
-        runs["baseline_padded_reencode_mels_in_memory"].append(run_variant("baseline_padded_reencode_mels_in_memory", {
-            **baseline, "mel_memory": True, "out_dir": str(work / "baseline-mels")}, work, env))
+                    "micro_batch_size": args.baseline_micro, "mel_memory": False}
+        for name, overrides, attention in (
+                ("baseline_padded_reencode", {}, "dense"),
+                ("baseline_padded_reencode_row_attention", {}, "segments"),
+                ("baseline_padded_reencode_mels_in_memory", {"mel_memory": True}, "dense")):
+            if name in variants:
+                runs[name].append(run_variant(name, {**baseline, **overrides, "out_dir": str(work / name)}, work,
+                                              env, attention))
     results = {name: summarise(r) for name, r in runs.items()}
 
-    fast, base = results["packed_cached"], results["baseline_padded_reencode"]
-    strong = results["baseline_padded_reencode_mels_in_memory"]
-    ratio = lambda a, b, key: round(a[key] / b[key], 2)
+    fast = results["packed_cached"]
+    speedups = {}
+    for name, key in (("baseline_padded_reencode", "speedup"), ("baseline_padded_reencode_row_attention",
+                      "speedup_vs_row_attention"), ("baseline_padded_reencode_mels_in_memory", "speedup_vs_mels_in_memory")):
+        if name in results:
+            speedups[f"{key}_tokens_per_s"] = round(fast["tokens_per_s"] / results[name]["tokens_per_s"], 2)
+            speedups[f"{key}_tokens_per_cpu_s"] = round(fast["tokens_per_cpu_s"] / results[name]["tokens_per_cpu_s"], 2)
     out = {
         "benchmark": "sft_throughput", "preset": args.preset, "steps": args.steps, "threads": args.threads,
-        "repeats": args.repeats, "row_len": args.row_len, "packed_rows_per_step": args.rows,
+        "repeats": args.repeats, "chain_tokens": args.chain_tokens, "longest_chain_tokens": longest_chain,
+        "row_len": args.row_len, "packed_rows_per_step": args.rows,
         "packed_micro_batch": args.micro, "baseline_examples_per_step": examples,
         "baseline_micro_batch": args.baseline_micro, "items": len(read_manifest(manifest, check_files=False)),
-        "tasks": tasks, "mixture": [{k: v for k, v in s.items() if k != "manifest"} for s in common["data"]],
-        "baseline": "one example per row padded to the micro-batch's longest, audio decoded + featurised + "
-                    "encoded every step; same model, data, optimizer and examples per step",
-        **results,
-        "speedup_tokens_per_s": ratio(fast, base, "tokens_per_s"),
-        "speedup_tokens_per_cpu_s": ratio(fast, base, "tokens_per_cpu_s"),
-        "speedup_vs_mels_in_memory": ratio(fast, strong, "tokens_per_s"),
-        "speedup_vs_mels_in_memory_cpu": ratio(fast, strong, "tokens_per_cpu_s"),
+        "tasks": tasks, "manifest": manifest.name, "mixture": [{k: v for k, v in s.items() if k != "manifest"} for s in common["data"]],
+        "baseline": "one example per row padded to the micro-batch's longest, dense causal + padding mask, audio "
+                    "decoded + featurised + encoded every step; same model, data, optimizer and examples per step",
+        **results, **speedups,
         "target_speedup": 3.0,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "loadavg_at_end": os.getloadavg()},
