@@ -144,3 +144,15 @@ def test_rl_raises_a_learnable_reward_end_to_end(assets, tmp_path, algo):
     first, last = sum(rs[:3]) / 3, sum(rs[-3:]) / 3
     print(algo, [round(r, 2) for r in rs])
     assert last > first + 0.25 and last > 0.7, rs
+
+
+def test_a_prompt_source_with_nothing_to_use_is_named(assets, tmp_path, capsys):
+    manifest = str(assets / "synth" / "synth-train.jsonl")
+    cfg = write_config(tmp_path / "c.yaml", assets, tmp_path / "run",
+                       prompts=[{"manifest": manifest, "kind": "audio", "reward": "toy"},
+                                {"manifest": manifest, "kind": "text", "reward": "toy",
+                                 "exclude_question_types": ["no_such_type"], "tasks": []}])
+    assert main(["rl", "--algo", "grpo", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"data source {manifest} as text: no usable prompts: no item of the manifest passes its filters " \
+           "(tasks [], exclude_question_types ['no_such_type'])" in err and "Traceback" not in err

@@ -153,8 +153,8 @@ def test_a_source_with_nothing_to_train_on_is_named(assets, tmp_path, capsys):
                              {"manifest": manifest, "kind": "caption", "tasks": ["no_such_family"]}])
     assert main(["sft", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert f"data source {manifest} as caption: no usable example: no item of the manifest passes its filters " \
+    assert f"data source {manifest} as caption: no usable examples: no item of the manifest passes its filters " \
            "(tasks ['no_such_family'])" in err and "Traceback" not in err
     cfg = write_config(tmp_path / "c2.yaml", assets, tmp_path / "run2", max_steps=1, save_every=0, max_seq_len=8)
     assert main(["sft", "--config", str(cfg)]) == 2
-    assert "as direct: no usable example: all" in capsys.readouterr().err
+    assert "as direct: no usable examples: all" in capsys.readouterr().err

@@ -68,6 +68,17 @@ def load_items(source: Source, check_files: bool = False) -> list[dict]:
     return items
 
 
+def empty_source_error(source: Source, items: list[dict], what: str, skip_reasons: str) -> DataError:
+    """A mixture source with nothing to use, named with the reason: its filters matched no item of the
+    manifest, or every item they matched was skipped (`skip_reasons` says for what)."""
+    filters = ", ".join(f"{k} {v}" for k, v in (("tasks", source.tasks), ("question_types", source.question_types),
+                                                    ("exclude_question_types", source.exclude_question_types),
+                                                    ("limit", source.limit)) if v is not None)
+    why = (f"no item of the manifest passes its filters ({filters or 'none'})" if not items else
+           f"all {len(items)} items were skipped ({skip_reasons}: see the 'skipped' line of the log)")
+    return DataError(f"data source {source.manifest} as {source.kind}: no usable {what}: {why}")
+
+
 def question_text(item: dict, as_text: bool = False) -> str:
     """The user's question: with `as_text`, the text rendering (caption + question); MCQ options appended."""
     q = item.get("text_question") if as_text else item["question"]

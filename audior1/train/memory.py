@@ -17,8 +17,9 @@ Model of what `audior1 train` does under torchrun:
 - Not included in the total: the unsharded copy the in-process engine uses for generation (eval accuracy,
   rollouts): 2·P bytes in bf16 on every GPU — at 33 B that alone is 67 GB, so at that scale use
   `eval_items: 0` for SFT and an external sampler (vLLM) for rollouts; the fp32 encoder copy each process
-  holds while it fills the feature cache before step 1, released then (4·P_enc); and the CUDA context / allocator slack (add ~10%). Both copies are
-  reported beside the total (`generation_copy_bf16`, `cache_encoder_fp32`).
+  holds while it fills the feature cache before step 1, released then (4·P_enc); and the CUDA context /
+  allocator slack (add ~10%). Both copies are reported beside the total (`generation_copy_bf16`,
+  `cache_encoder_fp32`).
 - While loading (`loading_gb`): each process allocates only its fp32 shards (4·P/N per model) and reads one
   tensor's local rows at a time, so the transient is the largest tensor's rows once in the file's bf16 on
   the host (2·P_max/N) and once in fp32 on the device (4·P_max/N). Before the sharded load every process
@@ -96,7 +97,8 @@ def loading(s: dict, gpus: int) -> dict[str, float]:
 
 def format_table(r: dict) -> str:
     lines = [f"{r['preset']}: {r['parameters'] / 1e9:.2f} B parameters ({r['trainable_parameters'] / 1e9:.2f} B "
-             f"trainable: {', '.join(r['trainable'])}), {r['algo']}{' with KL' if r['kl'] else ''}, {r['gpus']} GPUs, micro-batch "
+             f"trainable: {', '.join(r['trainable'])}), {r['algo']}{' with KL' if r['kl'] else ''}, "
+             f"{r['gpus']} GPUs, micro-batch "
              f"{r['micro_batch']} × {r['seq_len']} tokens, activation checkpointing "
              f"{'on' if r['activation_checkpointing'] else 'off'}"]
     for k, gb in r["per_gpu_gb"].items():

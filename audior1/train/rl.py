@@ -30,7 +30,7 @@ from audior1.data.manifest import read_manifest
 from audior1.engine import SamplingParams
 from audior1.train import distributed, losses, rewards as rw, run as R, state
 from audior1.train.config import RLConfig
-from audior1.train.data import Example, MixtureSampler, collate, eval_subset, load_items, render
+from audior1.train.data import Example, MixtureSampler, collate, empty_source_error, eval_subset, load_items, render
 from audior1.train.logging import RL_PANELS, CollapseAlarm, plot, plot_histogram
 from audior1.train.policy import Policy, ValueModel, set_trainable
 
@@ -94,10 +94,13 @@ def _train(run: R.Run, cfg: RLConfig) -> dict:
     if cfg.prompts_per_step % d.world:
         raise ConfigError(f"prompts_per_step {cfg.prompts_per_step} is not divisible by the {d.world} processes")
     # ---- prompts ----
-    sources = [load_items(s) for s in cfg.prompts]
-    R.prepare_audio(run, [p for items in sources for it in items for p in it["audio"]], "prompts")
+    loaded = [load_items(s) for s in cfg.prompts]
+    R.prepare_audio(run, [p for items in loaded for it in items for p in it["audio"]], "prompts")
     bad = {p for p, c in run.store.clips.items() if c is None}
-    sources = [[it for it in items if not any(p in bad for p in it["audio"])] for items in sources]
+    sources = [[it for it in items if not any(p in bad for p in it["audio"])] for items in loaded]
+    for s, items, usable in zip(cfg.prompts, loaded, sources):
+        if not usable:
+            raise empty_source_error(s, items, "prompts", "missing or corrupt audio")
     for s, items in zip(cfg.prompts, sources):
         log.info(f"prompts {s.manifest} as {s.kind} (weight {s.weight:g}, reward {_reward_name(s)}): {len(items)} items")
     eval_items = []

@@ -21,7 +21,7 @@ from audior1.config import ConfigError
 from audior1.data.manifest import read_manifest
 from audior1.train import distributed, run as R, state
 from audior1.train.config import SFTConfig
-from audior1.train.data import BatchBuilder, DataError, build_examples, collate, eval_subset, load_items
+from audior1.train.data import BatchBuilder, build_examples, empty_source_error, collate, eval_subset, load_items
 from audior1.train.logging import SFT_PANELS, plot
 from audior1.train.losses import sft_loss
 from audior1.train.policy import Policy
@@ -52,19 +52,10 @@ def _examples(run: R.Run, cfg: SFTConfig):
                               "skipped_files": dict(list(run.store.skipped_files.items())[:50])})
     for s, items, ex in zip(cfg.data, items_per_source, sources):
         if not ex:
-            raise DataError(_empty_source_message(s, items, cfg.max_seq_len))
+            raise empty_source_error(s, items, "examples", f"missing audio, missing field {s.reasoning_field!r} "
+                                     f"or longer than max_seq_len {cfg.max_seq_len}")
     R.audio_ready(run)
     return sources, dev_items, dev_examples
-
-
-def _empty_source_message(s, items: list[dict], max_seq_len: int) -> str:
-    """Why a mixture source has nothing to train on: its filters matched no item, or every item was skipped."""
-    filters = ", ".join(f"{k} {v}" for k, v in (("tasks", s.tasks), ("question_types", s.question_types),
-                                                    ("limit", s.limit)) if v is not None)
-    why = (f"no item of the manifest passes its filters ({filters or 'none'})" if not items else
-           f"all {len(items)} items were skipped (missing audio, missing field {s.reasoning_field!r} or longer "
-           f"than max_seq_len {max_seq_len}: see the 'skipped' line of the log)")
-    return f"data source {s.manifest} as {s.kind}: no usable example: {why}"
 
 
 def _rows_of_rank(rows: list, d) -> list:
