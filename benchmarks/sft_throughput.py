@@ -130,9 +130,9 @@ def lengthen_chains(manifest: Path, target: int, tokenizer, seed: int = 0) -> tu
     rng = random.Random(seed)
     pool = [(it["text_cot"], len(tokenizer.encode(it["text_cot"]))) for it in items]
     longest = 0
-    for item in items:
+    for item, (own, own_count) in zip(items, pool):
         want = rng.randint(target // 2, 3 * target // 2)
-        parts, n = [item["text_cot"]], len(tokenizer.encode(item["text_cot"]))
+        parts, n = [own], own_count
         while n < want:
             text, count = rng.choice(pool)
             parts.append(text)

@@ -124,5 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     return audior1_main(argv if argv[:1] == ["train"] else ["train", *argv])
 
+
 if __name__ == "__main__":
     sys.exit(main())

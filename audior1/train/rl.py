@@ -101,8 +101,7 @@ def _train(run: R.Run, cfg: RLConfig) -> dict:
     for s, items, usable in zip(cfg.prompts, loaded, sources):
         if not usable:
             raise empty_source_error(s, items, "prompts", "missing or corrupt audio")
-    for s, items in zip(cfg.prompts, sources):
-        log.info(f"prompts {s.manifest} as {s.kind} (weight {s.weight:g}, reward {_reward_name(s)}): {len(items)} items")
+        log.info(f"prompts {s.manifest} as {s.kind} (weight {s.weight:g}, reward {_reward_name(s)}): {len(usable)} items")
     eval_items = []
     if cfg.eval_manifest:
         eval_items = eval_subset(read_manifest(cfg.eval_manifest, check_files=False), cfg.eval_items, cfg.seed)

@@ -21,7 +21,7 @@ from audior1.config import ConfigError
 from audior1.data.manifest import read_manifest
 from audior1.train import distributed, run as R, state
 from audior1.train.config import SFTConfig
-from audior1.train.data import BatchBuilder, build_examples, empty_source_error, collate, eval_subset, load_items
+from audior1.train.data import BatchBuilder, build_examples, collate, empty_source_error, eval_subset, load_items
 from audior1.train.logging import SFT_PANELS, plot
 from audior1.train.losses import sft_loss
 from audior1.train.policy import Policy
