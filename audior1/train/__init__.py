@@ -9,7 +9,8 @@ Modules (data flows down this list; nothing imports upward):
 - `distributed`  torchrun process group, FSDP2 sharding, gathers
 - `state`        atomic checkpoints (official layout + optimizer/RNG/data position) and resume
 - `logging`      metrics JSONL, TensorBoard (optional), PNG plots, the reasoning-collapse alarm
-- `run`          what SFT and RL share: setup, optimizer and schedule, divergence guard, generation
+- `run`          what SFT and RL share: setup, resume and checkpoints (`Checkpointer`), divergence guard,
+                 cadence, optimizer and schedule, generation
 - `sft`, `rl`    the two training loops;  `memory` the per-GPU memory estimate;  `cli` the commands
 Importing this package imports nothing heavy.
 """

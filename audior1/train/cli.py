@@ -1,7 +1,7 @@
 """`audior1 train …`: sft, rl and memory. Thin: parse arguments, load the config, call the module.
 
   audior1 train sft --config configs/sft-demo.yaml [key=value …] [--resume [CKPT]]
-  audior1 train rl --algo grpo --config configs/rl-demo.yaml [key=value …] [--resume [CKPT]]
+  audior1 train rl --algo grpo --config configs/rl-grpo-demo.yaml [key=value …] [--resume [CKPT]]
   audior1 train memory --preset step-audio-r1 --gpus 8
   torchrun --nproc_per_node 8 -m audior1.train.cli sft --config … (same commands, sharded with FSDP2)
 """

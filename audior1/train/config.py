@@ -4,6 +4,15 @@ Design choices
 - One dataclass per concern: a data `Source` (one manifest rendered one way, with a mixture weight),
   `Optim` (AdamW + warmup/cosine + clipping), and one top-level config per command (`SFTConfig`, `RLConfig`).
   A YAML file is exactly these fields, nested the same way; nothing is looked up by name at run time.
+- The settings both commands share are declared once, in `TrainConfig` (with a comment per field, grouped:
+  what trains, how long, audio input, evaluation, checkpoints and logging), and inherited flat, so the YAML
+  keys are the same top-level names in every recipe. A recipe only adds its own settings and may change a
+  shared default (`RLConfig.max_steps` is 100, `SFTConfig`'s 1000). The top-level keys come in one order —
+  `model`, `out_dir`, the recipe's data (`SFTData`, `RLData`), the shared settings, the recipe's own — which
+  is the order of `OUT/config.yaml` and of the "valid keys" list in errors; the small `RunDirs` base that the
+  data groups and `TrainConfig` all start from is what puts the data right after `out_dir`.
+- Validation: `TrainConfig.problems()` checks the shared settings and each recipe's `validate()` adds its
+  own; every message names the key. All problems are reported together.
 - `load_config(cls, path, overrides)` reads the YAML, applies `key=value` overrides (dotted paths, list
   indices allowed: `optim.lr=3e-4`, `data.1.weight=0.5`), then builds the dataclasses, converting values by
   the field's declared type (so `lr: 1e-3`, which YAML reads as a string, is a float). An unknown key fails
@@ -64,54 +73,120 @@ class LrScale:
 
 @dataclass
 class Optim:
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    """AdamW and its schedule (`optim:` in the YAML), the same for every recipe."""
+
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.0  # decoupled, on matrices only
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # linear warmup from lr / warmup_steps
     min_lr_ratio: float = 0.1  # cosine decays to lr × min_lr_ratio at the last step
     grad_clip: float = 1.0  # max global grad norm; 0 disables
-    lr_scale: LrScale = field(default_factory=LrScale)
+    lr_scale: LrScale = field(default_factory=LrScale)  # per-part multipliers of lr
 
 
 @dataclass
-class SFTConfig:
+class RunDirs:
+    """First in every config: where a run starts from and where it writes."""
+
     model: str = ""  # checkpoint directory to start from (official layout)
-    out_dir: str = "runs/sft"
-    data: list[Source] = field(default_factory=list)
-    dev_manifest: str | None = None
-    seed: int = 0
-    trainable: list[str] = field(default_factory=lambda: ["adapter", "decoder"])
+    out_dir: str = "runs/train"  # metrics.jsonl, config.yaml, plots/, checkpoints/
+
+
+@dataclass
+class TrainConfig(RunDirs):
+    """The settings every training recipe shares (`SFTConfig`, `RLConfig` and any later one inherit them, so
+    each key means the same in every YAML file). A recipe adds its own settings and may give a shared one a
+    different default; it never renames one."""
+
+    seed: int = 0  # one seed for the data order, sampling and initialisation
+
+    # ---- what trains, in what precision
+    trainable: list[str] = field(default_factory=lambda: ["adapter", "decoder"])  # subset of encoder/adapter/decoder
     dtype: str = "float32"  # compute dtype; bfloat16 = autocast with fp32 master weights
-    activation_checkpointing: bool = False
-    max_steps: int = 1000
-    batch_size: int = 8  # rows per optimizer step, all processes together
+    activation_checkpointing: bool = False  # recompute each decoder layer in the backward pass
+
+    # ---- how long, in what pieces
+    max_steps: int = 1000  # optimizer steps (RL: rollout steps)
     micro_batch_size: int = 8  # rows per forward pass on one process (accumulation fills the rest)
-    max_seq_len: int = 1024  # row length when packing; longer examples are skipped and counted
-    packing: bool = True  # False: one example per row, padded to the longest in the micro-batch
-    feature_cache: str | None = "runs/feature-cache"  # None: re-encode audio every step
-    mel_memory: bool = True  # without a feature cache: keep log-mels in memory (False: re-featurise each step)
-    caption_prompt: str = "Describe the audio in detail."
     optim: Optim = field(default_factory=Optim)
-    eval_every: int = 100  # 0 disables
-    eval_items: int = 200  # dev items used for accuracy and loss (0: all)
-    eval_kind: str = "direct"  # how dev items are rendered for the dev loss
-    eval_max_tokens: int = 64
-    eval_think_budget: int | None = None  # max reasoning tokens during eval generation
-    eval_generate: bool = True  # False: dev loss only (generation needs an unsharded model copy per process)
-    save_every: int = 200  # 0: only at the end
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    tensorboard: bool = False
-    plots: bool = True
+
+    # ---- audio input
+    feature_cache: str | None = "runs/feature-cache"  # encoder outputs on disk; None: re-encode audio every step
+    mel_memory: bool = True  # without a feature cache: keep log-mels in memory (False: re-featurise each step)
     strict: bool = False  # fail on the first missing/corrupt audio file instead of skipping it
-    progress: bool = True
+
+    # ---- evaluation on held-out items
+    eval_every: int = 100  # steps between evaluations; 0 disables
+    eval_items: int = 200  # held-out items used (a seeded subset spread over the manifest; 0: all)
+    eval_kind: str = "direct"  # how held-out items are rendered: a Source kind of the recipe (SFT: dev loss)
+    eval_max_tokens: int | None = 64  # answer tokens when generating for evaluation
+
+    # ---- checkpoints and logging
+    save_every: int = 200  # steps between checkpoints; 0: only at the end
+    keep_checkpoints: int = 2  # complete checkpoints kept in out_dir/checkpoints (0: all)
+    log_every: int = 10  # steps between `train` records in metrics.jsonl (the last step is always logged)
+    tensorboard: bool = False  # mirror metrics.jsonl to TensorBoard (when installed)
+    plots: bool = True  # redraw plots/*.png at every evaluation and at the end
+    progress: bool = True  # a progress bar on rank 0
     threads: int | None = None  # torch CPU threads (None: torch's default; 1 is best on a busy machine)
 
+    MIN_STEPS: typing.ClassVar[int] = 1  # the least max_steps allowed (not a key; RL allows 0: evaluate only)
+
+    def problems(self) -> list[str]:
+        """What is wrong with the shared settings (one message per problem, naming the key)."""
+        problems = []
+        if not self.model:
+            problems.append("model: a checkpoint directory is required")
+        bad = [p for p in self.trainable if p not in PARTS]
+        if bad or not self.trainable:
+            problems.append(f"trainable must be a non-empty subset of {', '.join(PARTS)}, got {self.trainable}")
+        problems += _one_of("dtype", self.dtype, DTYPES)
+        if self.max_steps < self.MIN_STEPS:
+            problems.append(f"max_steps must be ≥ {self.MIN_STEPS}, got {self.max_steps}")
+        for name in ("micro_batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        o = self.optim
+        if o.lr <= 0 or o.eps <= 0 or o.weight_decay < 0 or o.grad_clip < 0 or o.warmup_steps < 0:
+            problems.append("optim: lr and eps must be > 0; weight_decay, grad_clip and warmup_steps ≥ 0")
+        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+            problems.append(f"optim.betas must be two numbers in [0, 1), got {o.betas}")
+        if not 0 <= o.min_lr_ratio <= 1:
+            problems.append(f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
+        return problems
+
+
+@dataclass
+class SFTData(RunDirs):
+    """What SFT trains and evaluates on."""
+
+    data: list[Source] = field(default_factory=list)  # the mixture (kinds: text_cot, direct, caption, audio_cot)
+    dev_manifest: str | None = None  # held-out items: dev loss and dev accuracy every eval_every steps
+
+
+@dataclass
+class SFTConfig(TrainConfig, SFTData):
+    """`audior1 train sft`: model and out_dir, `SFTData`, the shared settings (`TrainConfig`), then these."""
+
+    caption_prompt: str = "Describe the audio in detail."  # the user turn of `caption` examples
+    # ---- batches
+    batch_size: int = 8  # rows per optimizer step, all processes together
+    max_seq_len: int = 1024  # row length when packing; longer examples are skipped and counted
+    packing: bool = True  # False: one example per row, padded to the longest in the micro-batch
+    # ---- evaluation
+    eval_max_tokens: int = 64  # answer tokens for dev accuracy (never None: SFT has no max_new_tokens)
+    eval_think_budget: int | None = None  # max reasoning tokens during eval generation
+    eval_generate: bool = True  # False: dev loss only (generation needs an unsharded model copy per process)
+    # ---- shared settings with SFT's defaults (TrainConfig documents them)
+    out_dir: str = "runs/sft"
+
     def validate(self) -> "SFTConfig":
-        problems = _common_problems(self)
+        problems = self.problems()
         problems += _sources_problems(self.data, "data", SFT_KINDS)
         problems += _one_of("eval_kind", self.eval_kind, SFT_KINDS)
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be ≥ 1, got {self.batch_size}")
         if self.max_seq_len < 8:
             problems.append(f"max_seq_len must be ≥ 8, got {self.max_seq_len}")
         _raise(problems)
@@ -119,93 +194,73 @@ class SFTConfig:
 
 
 @dataclass
-class RLConfig:
-    model: str = ""
-    out_dir: str = "runs/rl"
+class RLData(RunDirs):
+    """What RL trains and evaluates on, and how."""
+
     algo: str = "grpo"  # grpo | ppo (the CLI's --algo wins)
-    prompts: list[Source] = field(default_factory=list)
+    prompts: list[Source] = field(default_factory=list)  # the prompt mixture (kinds: audio, text; each its reward)
     eval_manifest: str | None = None  # held-out prompts: mean reward and accuracy every eval_every steps
-    eval_kind: str = "audio"
-    seed: int = 0
-    trainable: list[str] = field(default_factory=lambda: ["adapter", "decoder"])
-    dtype: str = "float32"
-    activation_checkpointing: bool = False
-    max_steps: int = 100  # 0: only evaluate the held-out reward of `model` and stop
+
+
+@dataclass
+class RLConfig(TrainConfig, RLData):
+    """`audior1 train rl`: model and out_dir, `RLData`, the shared settings (`TrainConfig`), then these."""
+
+    # ---- rollouts
     prompts_per_step: int = 8  # all processes together; each rolls out its share
     samples_per_prompt: int = 16  # n (the paper: 16)
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    max_think_tokens: int | None = None
+    temperature: float = 1.0  # sampling temperature; the log-probs are those of softmax(logits / temperature)
+    top_p: float = 1.0  # nucleus sampling (1: off; the log-probs assume it is off)
+    max_new_tokens: int = 256  # completion length limit (reasoning and answer together)
+    max_think_tokens: int | None = None  # reasoning budget: `</think>` is forced after this many tokens
     rollout_batch_size: int = 64  # engine rows decoded together
+    # ---- optimisation over each rollout batch
     epochs: int = 2  # passes over each rollout batch
     minibatches: int = 2  # optimizer steps per epoch
-    micro_batch_size: int = 64  # sequences per forward pass (accumulation within a minibatch)
-    clip: float = 0.2
-    gamma: float = 1.0
-    lam: float = 1.0
+    clip: float = 0.2  # the surrogate's ratio clip ε
+    gamma: float = 1.0  # PPO: GAE discount
+    lam: float = 1.0  # PPO: GAE λ (γ = λ = 1: A_t = R − V_t, as in the paper)
     kl_coef: float = 0.0  # > 0: k3 KL to the starting policy (a frozen copy is kept)
-    entropy_coef: float = 0.0
+    entropy_coef: float = 0.0  # > 0: an entropy bonus
     loss_norm: str = "per-token"  # per-sequence | per-token | global-token
     scale_rewards: bool = True  # GRPO: divide group-centred rewards by the group's std
-    value_lr: float = 1e-4  # PPO value model
+    value_lr: float = 1e-4  # PPO: the value model's learning rate (its own AdamW, same schedule)
     value_clip: float | None = None  # PPO: clip value updates around the rollout values
-    value_coef: float = 1.0
-    feature_cache: str | None = "runs/feature-cache"
-    mel_memory: bool = True
+    value_coef: float = 1.0  # PPO: weight of the value loss in the summed loss
+    # ---- evaluation
+    eval_temperature: float = 0.0  # 0: greedy
+    eval_samples: int = 1  # completions per held-out prompt (with eval_temperature > 0)
+    # ---- the reasoning-collapse alarm
+    collapse_window: int = 5  # steps averaged for the reasoning-length alarm
+    collapse_ratio: float = 0.5  # alarm when the average falls below ratio × its peak
+    # ---- shared settings with RL's defaults (TrainConfig documents them)
+    out_dir: str = "runs/rl"
+    max_steps: int = 100  # 0: only evaluate the held-out reward of `model` and stop
+    micro_batch_size: int = 64  # sequences per forward pass (accumulation within a minibatch)
     optim: Optim = field(default_factory=lambda: Optim(lr=1e-5, min_lr_ratio=1.0))
     eval_every: int = 10
     eval_items: int = 100
+    eval_kind: str = "audio"  # audio | text
     eval_max_tokens: int | None = None  # None: max_new_tokens
-    eval_temperature: float = 0.0  # 0: greedy
-    eval_samples: int = 1  # completions per held-out prompt (with eval_temperature > 0)
     save_every: int = 20
-    keep_checkpoints: int = 2
     log_every: int = 1
-    collapse_window: int = 5  # steps averaged for the reasoning-length alarm
-    collapse_ratio: float = 0.5  # alarm when the average falls below ratio × its peak
-    tensorboard: bool = False
-    plots: bool = True
-    strict: bool = False
-    progress: bool = True
-    threads: int | None = None
+
+    MIN_STEPS: typing.ClassVar[int] = 0
 
     def validate(self) -> "RLConfig":
-        problems = [p for p in _common_problems(self) if not (p.startswith("max_steps") and self.max_steps == 0)]
+        problems = self.problems()
         problems += _one_of("algo", self.algo, ALGOS)
         problems += _sources_problems(self.prompts, "prompts", RL_KINDS)
         problems += _one_of("eval_kind", self.eval_kind, RL_KINDS)
         problems += _one_of("loss_norm", self.loss_norm, LOSS_NORMS)
         for name in ("prompts_per_step", "samples_per_prompt", "max_new_tokens", "epochs", "minibatches",
-                     "micro_batch_size", "rollout_batch_size"):
+                     "rollout_batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if not 0 < self.clip < 1:
             problems.append(f"clip must be in (0, 1), got {self.clip}")
         _raise(problems)
         return self
-
-
-def _common_problems(cfg) -> list[str]:
-    problems = []
-    if not cfg.model:
-        problems.append("model: a checkpoint directory is required")
-    bad = [p for p in cfg.trainable if p not in PARTS]
-    if bad or not cfg.trainable:
-        problems.append(f"trainable must be a non-empty subset of {', '.join(PARTS)}, got {cfg.trainable}")
-    problems += _one_of("dtype", cfg.dtype, DTYPES)
-    if cfg.max_steps < 1:
-        problems.append(f"max_steps must be ≥ 1, got {cfg.max_steps}")
-    o = cfg.optim
-    if o.lr <= 0 or o.eps <= 0 or o.weight_decay < 0 or o.grad_clip < 0 or o.warmup_steps < 0:
-        problems.append("optim: lr and eps must be > 0; weight_decay, grad_clip and warmup_steps ≥ 0")
-    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
-        problems.append(f"optim.betas must be two numbers in [0, 1), got {o.betas}")
-    if not 0 <= o.min_lr_ratio <= 1:
-        problems.append(f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
-    if hasattr(cfg, "batch_size") and (cfg.batch_size < 1 or cfg.micro_batch_size < 1):
-        problems.append("batch_size and micro_batch_size must be ≥ 1")
-    return problems
 
 
 def _one_of(where: str, value, allowed) -> list[str]:

@@ -43,7 +43,8 @@ def part_sizes(name: str) -> dict[str, int]:
         model = StepAudioR1ForCausalLM(cfg)
     count = lambda prefix: sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix))
     layers = count("model.layers.")
-    return {"largest_tensor": max(p.numel() for p in model.parameters()),"encoder": count("encoder."), "adapter": count("adapter."), "embed": count("model.embed_tokens."),
+    return {"largest_tensor": max(p.numel() for p in model.parameters()), "encoder": count("encoder."),
+            "adapter": count("adapter."), "embed": count("model.embed_tokens."),
             "head": count("lm_head."), "layers": layers, "layer": layers // cfg.text.num_hidden_layers,
             "norm": count("model.norm."), "total": sum(p.numel() for p in model.parameters()),
             "hidden": cfg.text.hidden_size, "intermediate": cfg.text.intermediate_size,

@@ -1,14 +1,21 @@
-"""What SFT and RL share: setting a run up, the optimizer and its schedule, the divergence guard, generation
-for evaluation and rollouts.
+"""What SFT and RL share: setting a run up, the loop's bookkeeping (resume, checkpoints, the divergence
+guard, the evaluation/save/log cadence, micro-batches, each rank's share), the optimizer and its schedule,
+and generation for evaluation and rollouts. A recipe (`sft`, `rl`) is its own loop of numbered phases on top
+of these pieces.
 
 Design choices
 - A run starts from `model` (a checkpoint directory in the official layout) or, with `--resume`, from the
   latest complete checkpoint in `out_dir`, which is itself such a directory: resuming is "load these
-  weights, then restore optimizer, RNG and data position".
+  weights, then restore optimizer, RNG and data position" (`Checkpointer.resume`).
+- `Checkpointer` is the one place that knows what a checkpoint holds besides the weights: the recipe names
+  its optimizers and its stateful parts (data position, alarm …: anything with `state_dict` /
+  `load_state_dict`), and `save` / `resume` write and restore exactly those, so SFT and RL cannot drift apart.
 - AdamW with decoupled weight decay on matrices only (not on norms, biases or the embedding-free head
   bias); linear warmup then cosine decay to `min_lr_ratio × lr`, a pure function of the step.
 - A non-finite loss or gradient norm saves a checkpoint of the state that produced it and stops with a
-  message (`Diverged`), rather than training on garbage.
+  message (`stop_if_diverged` raises `Diverged`), rather than training on garbage.
+- Cadence: evaluation and checkpoints every `eval_every` / `save_every` steps but not at the last step (the
+  recipe evaluates and saves there anyway: `due`); a `train` record every `log_every` steps and at the last.
 - Under torchrun no process ever holds the whole model while loading: `start` only checks the checkpoint
   and builds the model on the meta device (`load_or_plan`), and `Run.shard` wraps it with FSDP2 and fills
   each process's shards (`distributed.load_sharded`). A single process loads as it always did.
@@ -20,8 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -32,7 +41,7 @@ from audior1.train import distributed, state
 from audior1.train.config import Optim, dump_yaml
 from audior1.train.data import AudioStore, render, user_message
 from audior1.train.distributed import Dist
-from audior1.train.logging import RunLog
+from audior1.train.logging import RunLog, plot
 from audior1.train.policy import set_trainable
 
 
@@ -71,6 +80,11 @@ class Run:
 
     def progress(self, iterable=None, **kwargs):
         return tqdm(iterable, disable=not (self.d.main and self.cfg.progress), dynamic_ncols=True, **kwargs)
+
+    def plot(self, panels) -> None:
+        """Redraw `OUT/plots/*.png` from metrics.jsonl (rank 0, with `plots: true`)."""
+        if self.d.main and self.cfg.plots:
+            plot(self.log.path, self.log.out_dir / "plots", panels)
 
     def inference_model(self, trained_root: torch.nn.Module) -> torch.nn.Module:
         """The model the engine should use: the training model itself, or (FSDP) a refreshed plain copy."""
@@ -142,6 +156,16 @@ def start(cfg, resume) -> Run:
     return Run(cfg, d, model, processor, store, log, resume_from, start_dir, n_trainable, weights=weights)
 
 
+def execute(cfg, resume, train_loop: Callable[[Run, Any], dict]) -> dict:
+    """Start the run, call `train_loop(run, cfg)`, and always close the log and the process group."""
+    run = start(cfg, resume)
+    try:
+        return train_loop(run, cfg)
+    finally:
+        run.log.close()
+        distributed.shutdown(run.d)
+
+
 def prepare_audio(run: Run, paths: list[str], what: str) -> None:
     """Hash/check/encode clips. Rank 0 fills the cache first; the others then only read it."""
     paths = list(dict.fromkeys(paths))
@@ -158,6 +182,96 @@ def audio_ready(run: Run) -> None:
     if run.d.enabled and run.store.encoder is not None:
         freed = run.store.release_encoder()
         run.log.info(f"feature cache complete: released this process's encoder copy ({freed / 2**20:.1f} MB)")
+
+
+# ---- the loop's bookkeeping ------------------------------------------------------------------------
+
+def micro_batches(rows: list, size: int) -> Iterator[list]:
+    """`rows` in consecutive pieces of at most `size` (one forward pass each)."""
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+def rank_share(rows: list, d: Dist) -> list:
+    """This process's contiguous share of a global batch (`len(rows)` divisible by the world size)."""
+    per = len(rows) // d.world
+    return rows[d.rank * per : (d.rank + 1) * per]
+
+
+def due(step: int, every: int, max_steps: int) -> bool:
+    """Evaluate / save after this step? Every `every` steps (0: never), not at the last step (the recipe's
+    end does both there)."""
+    return bool(every) and step % every == 0 and step < max_steps
+
+
+def log_due(step: int, cfg) -> bool:
+    """Write this step's `train` record? Every `log_every` steps and at the last."""
+    return step % cfg.log_every == 0 or step == cfg.max_steps
+
+
+@dataclass
+class Checkpointer:
+    """What a checkpoint holds besides the model weights, and the two things done with it.
+
+    `kind` ("sft", "rl-grpo", "rl-ppo") and the world size are recorded in `trainer_state.json` beside the
+    step and each entry of `stateful` (name → an object with `state_dict()` / `load_state_dict()`, e.g.
+    "data" → the batch builder or prompt sampler); `optimizers` maps a name to (the module FSDP wraps, its
+    optimizer); `value_model` (PPO) is written to the checkpoint's `value/`."""
+
+    run: Run
+    kind: str
+    optimizers: dict[str, tuple[torch.nn.Module, torch.optim.Optimizer]]
+    stateful: dict[str, Any]
+    value_model: torch.nn.Module | None = None
+
+    def resume(self) -> int:
+        """Restore data position, optimizers and RNG from `run.resume_from`; the step to continue from (0
+        for a fresh run). The weights were loaded by `start`."""
+        ckpt = self.run.resume_from
+        if not ckpt:
+            return 0
+        ts = state.load_trainer_state(ckpt)
+        for name, obj in self.stateful.items():
+            obj.load_state_dict(ts[name])
+        state.load_optimizers(ckpt, self.optimizers)
+        state.load_rng(ckpt, self.run.d.rank)
+        return ts["step"]
+
+    def save(self, step: int) -> Path:
+        """Write checkpoint `step` atomically (a collective: every process calls it)."""
+        ts = {"step": step, **{name: obj.state_dict() for name, obj in self.stateful.items()},
+              "kind": self.kind, "world": self.run.d.world}
+        path = state.save(self.run.cfg.out_dir, step, self.run.d, model=self.run.model, tokenizer=self.run.tokenizer,
+                          optimizers=self.optimizers, trainer_state=ts, value_model=self.value_model,
+                          keep=self.run.cfg.keep_checkpoints)
+        self.run.log.info(f"saved checkpoint {path}", step)
+        return path
+
+
+def stop_if_diverged(ckpt: Checkpointer, step: int, loss: float, grad_norms: dict[str, float]) -> None:
+    """The divergence guard, before an optimizer step: if the loss or a gradient norm (name → value, e.g.
+    {"grad norm": …}) is NaN/Inf, drop the gradients, save the state that produced them as checkpoint `step`,
+    write an alarm and raise `Diverged`."""
+    if finite(loss) and all(map(finite, grad_norms.values())):
+        return
+    for _, optimizer in ckpt.optimizers.values():
+        optimizer.zero_grad(set_to_none=True)
+    where = ckpt.save(step)
+    shown = ", ".join(f"{name} {value}" for name, value in {"loss": loss, **grad_norms}.items())
+    msg = (f"non-finite {'loss' if not finite(loss) else 'gradient norm'} at step {step + 1} ({shown}); saved the "
+           f"state that produced it to {where}; stopping. Lower optim.lr, check the data, or try dtype=float32.")
+    ckpt.run.log.alarm(msg, step)
+    raise Diverged(msg)
+
+
+def report_eval(run: Run, step: int, result: dict) -> None:
+    """An `eval` record, and a one-line summary (per-task entries left out) on rank 0."""
+    if not result:
+        return
+    run.log.write("eval", step, result)
+    if run.d.main:
+        shown = {k: round(v, 4) for k, v in result.items() if "/" not in k}
+        run.log.info(f"eval @ step {step}: {shown}", step)
 
 
 # ---- optimisation -------------------------------------------------------------------------------------

@@ -1,33 +1,117 @@
 """`audior1 train sft`: supervised fine-tuning on a weighted mixture of manifests (MGRD's cold start and
 the distillation rounds).
 
-One optimizer step: the next global batch of `batch_size` rows comes from the mixture (packed or padded);
-each process takes its contiguous share of rows and runs them `micro_batch_size` rows at a time; every
-micro-batch's loss is its summed token NLL divided by the *global* number of target tokens of the step (times
-the world size, which FSDP's gradient averaging divides out). So the gradient equals that of one
-process on the whole batch, whatever the split — the property the distributed test checks. Then clip,
-AdamW, next step. Every `eval_every` steps: dev loss (teacher-forced) and dev accuracy (greedy answers
-through the engine, matched like the evaluation harness); every `save_every` steps an atomic checkpoint.
+`_train` reads top to bottom: load the data (`load_data` → `SFTExamples`), build the policy and its
+optimizer, resume, then per step
+1. the batch: the next global batch of `batch_size` rows from the mixture (packed or padded);
+2. `forward_backward` → `StepLoss`: each process takes its contiguous share of rows and runs them
+   `micro_batch_size` rows at a time; every micro-batch's loss is its summed token NLL divided by the *global*
+   number of target tokens of the step (times the world size, which FSDP's gradient averaging divides out).
+   So the gradient equals that of one process on the whole batch, whatever the split — the property the
+   distributed test checks;
+3. `optimizer_step` → the gradient norm: clip, the divergence guard, AdamW;
+4. metrics: a `train` record every `log_every` steps; every `eval_every` steps `evaluate` (dev loss,
+   teacher-forced, and dev accuracy: greedy answers through the engine, matched like the evaluation harness);
+   every `save_every` steps an atomic checkpoint.
+Resume, checkpoints, the divergence guard and the cadence are `run.py`'s, shared with RL.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import torch
 
 from audior1.config import ConfigError
 from audior1.data.manifest import read_manifest
-from audior1.train import distributed, run as R, state
+from audior1.train import distributed, run as R
 from audior1.train.config import SFTConfig
-from audior1.train.data import BatchBuilder, build_examples, collate, empty_source_error, eval_subset, load_items
-from audior1.train.logging import SFT_PANELS, plot
+from audior1.train.data import (BatchBuilder, Example, build_examples, collate, empty_source_error, eval_subset,
+                                load_items)
+from audior1.train.logging import SFT_PANELS
 from audior1.train.losses import sft_loss
 from audior1.train.policy import Policy
 
 
-def _examples(run: R.Run, cfg: SFTConfig):
+@dataclass
+class SFTExamples:
+    """The training mixture's examples and the dev set, after their audio is checked."""
+
+    sources: list[list[Example]]  # per `cfg.data` source, in order
+    dev_items: list[dict]  # dev manifest items with usable audio (dev accuracy)
+    dev_examples: list[Example]  # the same items rendered as `eval_kind` (dev loss)
+
+
+@dataclass
+class StepLoss:
+    """Phase 2: the step's loss and what it covered, summed over all processes."""
+
+    loss: float  # mean token NLL over the step's targets
+    n_targets: int  # target tokens in the global batch
+    tokens: int  # tokens computed (padding excluded)
+    slots: int  # positions computed, padding included
+
+
+def train(cfg: SFTConfig, resume=None) -> dict:
+    return R.execute(cfg, resume, _train)
+
+
+def _train(run: R.Run, cfg: SFTConfig) -> dict:
+    d = run.d
+    if cfg.batch_size % d.world:
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {d.world} processes")
+    data = load_data(run, cfg)
+    builder = BatchBuilder(data.sources, [s.weight for s in cfg.data], cfg.seed, cfg.batch_size, cfg.max_seq_len,
+                           cfg.packing)
+    policy, optimizer = build_policy(run, cfg)
+    ckpt = R.Checkpointer(run, "sft", {"policy": (policy, optimizer)}, {"data": builder})
+    step = ckpt.resume()
+
+    bar = run.progress(total=cfg.max_steps, initial=step, desc="sft")
+    last_eval, result = {}, None
+    throughput = Throughput()
+    while step < cfg.max_steps:
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        # 1. the batch
+        rows = builder.next_batch()
+        lr = R.lr_at(step, cfg.optim, cfg.max_steps)
+        R.set_lr(optimizer, lr)
+        # 2. forward and backward over this process's micro-batches
+        result = forward_backward(run, cfg, policy, rows)
+        # 3. clip, guard, AdamW
+        grad_norm = optimizer_step(cfg, policy, optimizer, result.loss, step, ckpt)
+        step += 1
+        # 4. metrics, evaluation, checkpoints
+        throughput.add(result.tokens)
+        if R.log_due(step, cfg):
+            run.log.write("train", step, {
+                "loss": result.loss, "lr": lr, "grad_norm": grad_norm, "tokens": result.tokens,
+                "targets": result.n_targets, "examples": sum(len(row) for row in rows), "slots": result.slots,
+                "tokens_per_s": throughput.rate(), "step_time": time.perf_counter() - t0,
+                "step_cpu_time": time.process_time() - cpu0,  # this process's CPU s: steadier on a shared machine
+                "epoch": [round(e, 4) for e in builder.sampler.epochs()]})
+        bar.update(1)
+        bar.set_postfix(loss=f"{result.loss:.4f}", lr=f"{lr:.2e}",
+                        acc=f"{last_eval['accuracy']:.3f}" if "accuracy" in last_eval else "-")
+        if R.due(step, cfg.eval_every, cfg.max_steps):
+            last_eval = evaluate(run, cfg, policy, data, step) or last_eval
+        if R.due(step, cfg.save_every, cfg.max_steps):
+            ckpt.save(step)
+    bar.close()
+
+    final = evaluate(run, cfg, policy, data, step) if (cfg.eval_every or data.dev_items) else {}
+    path = ckpt.save(step)
+    run.plot(SFT_PANELS)
+    return {"step": step, "loss": result.loss if result else None, **final, "checkpoint": str(path)}
+
+
+# ---- setup ---------------------------------------------------------------------------------------------
+
+def load_data(run: R.Run, cfg: SFTConfig) -> SFTExamples:
+    """Every source's examples and the dev set; audio prepared (and cached) first. A source left with no
+    example fails naming why."""
     sources, skipped = [], Counter()
     items_per_source = [load_items(s) for s in cfg.data]
     R.prepare_audio(run, [p for items in items_per_source for it in items for p in it["audio"]], "train")
@@ -55,26 +139,79 @@ def _examples(run: R.Run, cfg: SFTConfig):
             raise empty_source_error(s, items, "examples", f"missing audio, missing field {s.reasoning_field!r} "
                                      f"or longer than max_seq_len {cfg.max_seq_len}")
     R.audio_ready(run)
-    return sources, dev_items, dev_examples
+    return SFTExamples(sources, dev_items, dev_examples)
 
 
-def _rows_of_rank(rows: list, d) -> list:
-    per = len(rows) // d.world
-    return rows[d.rank * per : (d.rank + 1) * per]
+def build_policy(run: R.Run, cfg: SFTConfig) -> tuple[Policy, torch.optim.Optimizer]:
+    """The policy around the run's model (sharded under torchrun) and its AdamW."""
+    model = run.model
+    if cfg.activation_checkpointing:
+        model.set_gradient_checkpointing(True)
+    policy = Policy(model)
+    run.shard(policy, model)  # torchrun: the model is on the meta device until here
+    policy.train()
+    return policy, R.make_optimizer(policy, cfg.optim)
 
 
-def _micro(rows: list, size: int):
-    for i in range(0, len(rows), size):
-        yield rows[i : i + size]
+# ---- one step ------------------------------------------------------------------------------------------
 
+def forward_backward(run: R.Run, cfg: SFTConfig, policy: Policy, rows: list) -> StepLoss:
+    """Phase 2: backward of this process's share of `rows`, each micro-batch's loss divided by the global
+    target count; returns the step's loss and counts, summed over processes."""
+    d = run.d
+    n_targets = sum(e.n_target for row in rows for e in row)
+    loss_sum, tokens, slots = 0.0, 0, 0
+    for micro in R.micro_batches(R.rank_share(rows, d), cfg.micro_batch_size):
+        batch = collate(micro, run.store, run.tokenizer, cfg.packing).to(d.device)
+        with run.autocast():
+            logp, _ = policy(**batch.inputs())
+            loss = sft_loss(logp, batch.labels != -100, n_targets / d.world)
+        loss.backward()
+        loss_sum += float(loss.detach()) * n_targets / d.world
+        tokens += batch.n_tokens
+        slots += batch.input_ids.numel()  # positions computed, padding included
+    loss_sum, tokens, slots = d.sum([loss_sum, tokens, slots])
+    return StepLoss(loss_sum / n_targets, n_targets, tokens, slots)
+
+
+def optimizer_step(cfg: SFTConfig, policy: Policy, optimizer: torch.optim.Optimizer, loss: float, step: int,
+                   ckpt: R.Checkpointer) -> float:
+    """Phase 3: clip the gradient, stop if the loss or its norm is not finite, step AdamW; the norm."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    grad_norm = distributed.clip_grad_norm(params, cfg.optim.grad_clip) if R.finite(loss) else float("nan")
+    R.stop_if_diverged(ckpt, step, loss, {"grad norm": grad_norm})
+    R.fill_missing_grads(params)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+class Throughput:
+    """Tokens per second since the last `train` record."""
+
+    def __init__(self):
+        self.start, self.tokens = time.perf_counter(), 0
+
+    def add(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    def rate(self) -> float:
+        now = time.perf_counter()
+        rate = self.tokens / max(1e-9, now - self.start)
+        self.start, self.tokens = now, 0
+        return rate
+
+
+# ---- evaluation ----------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def dev_loss(run: R.Run, policy, examples, cfg: SFTConfig) -> float:
+def dev_loss(run: R.Run, policy: Policy, examples: list[Example], cfg: SFTConfig) -> float:
+    """Mean token NLL of the dev examples (teacher-forced), split over processes."""
     mine = examples[run.d.rank :: run.d.world]
     n = min(run.d.gather_objects(len(mine)))  # FSDP: the same number of forward passes on every rank
     total, count = 0.0, 0
     rows = [[e] for e in mine[:n]]
-    for micro in _micro(rows, cfg.micro_batch_size):
+    for micro in R.micro_batches(rows, cfg.micro_batch_size):
         batch = collate(micro, run.store, run.tokenizer, packed=False).to(run.d.device)
         with run.autocast():
             logp, _ = policy(**batch.inputs())
@@ -84,121 +221,18 @@ def dev_loss(run: R.Run, policy, examples, cfg: SFTConfig) -> float:
     return total / max(1, count)
 
 
-def train(cfg: SFTConfig, resume=None) -> dict:
-    run = R.start(cfg, resume)
-    d, log = run.d, run.log
-    try:
-        return _train(run, cfg)
-    finally:
-        log.close()
-        distributed.shutdown(d)
-
-
-def _train(run: R.Run, cfg: SFTConfig) -> dict:
-    d, log = run.d, run.log
-    if cfg.batch_size % d.world:
-        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {d.world} processes")
-    sources, dev_items, dev_examples = _examples(run, cfg)
-    builder = BatchBuilder(sources, [s.weight for s in cfg.data], cfg.seed, cfg.batch_size, cfg.max_seq_len,
-                           cfg.packing)
-    model = run.model
-    if cfg.activation_checkpointing:
-        model.set_gradient_checkpointing(True)
-    policy = Policy(model)
-    run.shard(policy, model)  # torchrun: the model is on the meta device until here
+def evaluate(run: R.Run, cfg: SFTConfig, policy: Policy, data: SFTExamples, step: int) -> dict:
+    """Dev loss and (with `eval_generate`) dev accuracy through the engine; logged and plotted."""
+    result = {}
+    if data.dev_examples:
+        policy.eval()
+        result["dev_loss"] = dev_loss(run, policy, data.dev_examples, cfg)
+    if data.dev_items and cfg.eval_generate:
+        infer = run.inference_model(policy)
+        result.update(R.evaluate_generation(run, infer, data.dev_items, "direct", cfg.eval_max_tokens,
+                                            cfg.eval_think_budget, seed=cfg.seed))
     policy.train()
-    optimizer = R.make_optimizer(policy, cfg.optim)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    step = 0
-    if run.resume_from:
-        ts = state.load_trainer_state(run.resume_from)
-        step = ts["step"]
-        builder.load_state_dict(ts["data"])
-        state.load_optimizers(run.resume_from, {"policy": (policy, optimizer)})
-        state.load_rng(run.resume_from, d.rank)
-
-    def save(at: int) -> None:
-        ts = {"step": at, "data": builder.state_dict(), "kind": "sft", "world": d.world}
-        path = state.save(cfg.out_dir, at, d, model=model, tokenizer=run.tokenizer,
-                          optimizers={"policy": (policy, optimizer)}, trainer_state=ts, keep=cfg.keep_checkpoints)
-        log.info(f"saved checkpoint {path}", at)
-
-    def evaluate(at: int) -> dict:
-        result = {}
-        if dev_examples:
-            policy.eval()
-            result["dev_loss"] = dev_loss(run, policy, dev_examples, cfg)
-        if dev_items and cfg.eval_generate:
-            infer = run.inference_model(policy)
-            result.update(R.evaluate_generation(run, infer, dev_items, "direct", cfg.eval_max_tokens,
-                                                cfg.eval_think_budget, seed=cfg.seed))
-        policy.train()
-        if result:
-            log.write("eval", at, result)
-            if d.main:
-                shown = {k: round(v, 4) for k, v in result.items() if "/" not in k}
-                log.info(f"eval @ step {at}: {shown}", at)
-                if cfg.plots:
-                    plot(log.path, run.log.out_dir / "plots", SFT_PANELS)
-        return result
-
-    bar = run.progress(total=cfg.max_steps, initial=step, desc="sft")
-    last_eval, train_loss = {}, None
-    t_window, tok_window = time.perf_counter(), 0
-    while step < cfg.max_steps:
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        rows = builder.next_batch()
-        n_targets = sum(e.n_target for row in rows for e in row)
-        lr = R.lr_at(step, cfg.optim, cfg.max_steps)
-        R.set_lr(optimizer, lr)
-        loss_sum, tokens, slots = 0.0, 0, 0
-        for micro in _micro(_rows_of_rank(rows, d), cfg.micro_batch_size):
-            batch = collate(micro, run.store, run.tokenizer, cfg.packing).to(d.device)
-            with run.autocast():
-                logp, _ = policy(**batch.inputs())
-                loss = sft_loss(logp, batch.labels != -100, n_targets / d.world)
-            loss.backward()
-            loss_sum += float(loss.detach()) * n_targets / d.world
-            tokens += batch.n_tokens
-            slots += batch.input_ids.numel()  # positions computed, padding included
-        loss_sum, tokens, slots = d.sum([loss_sum, tokens, slots])
-        train_loss = loss_sum / n_targets
-        grad_norm = distributed.clip_grad_norm(params, cfg.optim.grad_clip) if R.finite(train_loss) else float("nan")
-        if not (R.finite(train_loss) and R.finite(grad_norm)):
-            optimizer.zero_grad(set_to_none=True)
-            save(step)
-            where = state.checkpoint_dir(cfg.out_dir, step)
-            msg = (f"non-finite {'loss' if not R.finite(train_loss) else 'gradient norm'} at step {step + 1} "
-                   f"(loss {train_loss}, grad norm {grad_norm}); saved the state that produced it to {where}; stopping. "
-                   "Lower optim.lr, check the data, or try dtype=float32.")
-            log.alarm(msg, step)
-            raise R.Diverged(msg)
-        R.fill_missing_grads(params)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        tok_window += tokens
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            now = time.perf_counter()
-            metrics = {"loss": train_loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "targets": n_targets,
-                       "examples": sum(len(row) for row in rows), "slots": slots,
-                       "tokens_per_s": tok_window / max(1e-9, now - t_window), "step_time": dt,
-                       "step_cpu_time": cpu,  # this process's CPU seconds: steadier than dt on a shared machine
-                       "epoch": [round(e, 4) for e in builder.sampler.epochs()]}
-            t_window, tok_window = now, 0
-            log.write("train", step, metrics)
-        bar.update(1)
-        bar.set_postfix(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}",
-                        acc=f"{last_eval['accuracy']:.3f}" if "accuracy" in last_eval else "-")
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
-            last_eval = evaluate(step) or last_eval
-        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.max_steps:
-            save(step)
-    bar.close()
-    final = evaluate(step) if (cfg.eval_every or dev_items) else {}
-    save(step)
-    if d.main and cfg.plots:
-        plot(log.path, log.out_dir / "plots", SFT_PANELS)
-    return {"step": step, "loss": train_loss, **final,
-            "checkpoint": str(state.checkpoint_dir(cfg.out_dir, step))}
+    R.report_eval(run, step, result)
+    if result:
+        run.plot(SFT_PANELS)
+    return result

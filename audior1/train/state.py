@@ -6,13 +6,15 @@ Layout of `OUT/checkpoints/step-000200/`:
   optimizer/                                   optimizer state(s), torch.distributed.checkpoint format
                                                (sharded under FSDP; re-shardable to another world size)
   rng-{rank}.json                              each rank's torch RNG state
-  trainer_state.json                           step, data position, logger state, config (written last)
+  trainer_state.json                           step, data position, RL alarm state, kind, world size (written last)
 
 Design choices
 - Atomic: everything is written into `.tmp-step-000200/` and renamed when complete; a kill -9 at any moment
   leaves either the previous checkpoint or the new one. `latest(out_dir)` is the highest `step-*` that
   holds `trainer_state.json`, so there is no pointer file to get out of sync.
-- The learning-rate schedule is a pure function of the step (sft.lr_at), so the step is its whole state.
+- The learning-rate schedule is a pure function of the step (run.lr_at), so the step is its whole state.
+- This module writes and reads the files; what goes into them (which optimizers, which stateful parts)
+  is decided in one place for both recipes, `run.Checkpointer`.
 - Weights are written in the training dtype (fp32 master weights): a resumed run is bit-identical.
 """
 
