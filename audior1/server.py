@@ -18,6 +18,9 @@ Design choices
   `chat_template_kwargs.enable_thinking=false` → no thinking; unset → unbounded.
 - Every bad request gets a 4xx with `{"error": {"message", "type", "param", "code"}}` naming the problem;
   nothing a client sends can stop the server. Unknown fields are ignored, as OpenAI clients send many.
+  Everything a client controls is checked here, before it reaches the processor or the engine: strict JSON
+  (no NaN/Infinity, bounded depth and integer size, valid Unicode), role names, no audio tokens in text,
+  bounded stop strings and top_k, usable local paths. A 500 is a server bug, never a bad request.
 - Local files: `{"type": "audio", "audio": "/path"}` and `audio_url` `file://` URLs are refused unless the
   operator allowed a directory, and then only files that resolve (symlinks and `..` included) inside it.
   Remote URLs are never fetched. Defaults bind 127.0.0.1.
@@ -31,6 +34,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -48,13 +52,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from audior1.audio import AudioError
-from audior1.chat import ConversationError
+from audior1.chat import AUDIO_END, AUDIO_PATCH, AUDIO_START, REASONING_END, ConversationError
 from audior1.engine import Completion, Engine, Request, SamplingParams
 from audior1.processor import MessageError
 
 log = logging.getLogger("audior1.server")
 WEB_DIR = Path(__file__).parent / "web"
 _BASE64 = re.compile(r"[A-Za-z0-9+/_\-=\s]{64,}")
+MAX_JSON_DEPTH = 64  # nesting levels a request body may have (tool schemas need a dozen or so)
+MAX_INT_DIGITS = 100  # longer integer literals are refused before Python converts them
+_ROLE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")  # rendered as `<|BOT|>{role}\n`: a name, nothing more
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_AUDIO_MARKERS = (AUDIO_START, AUDIO_END, AUDIO_PATCH)  # the processor writes these for audio parts only
 
 
 @dataclass
@@ -69,7 +78,7 @@ class ServerConfig:
     allow_local_audio: Path | None = None
     reasoning_format: str = "split"  # "split" (reasoning_content + content) | "inline" (all in content)
     effort_budgets: dict = field(default_factory=lambda: {"low": 512, "medium": 2048, "high": None})
-    defaults: dict = field(default_factory=lambda: {"temperature": 0.7, "top_p": 1.0, "repetition_penalty": 1.0})
+    max_stop_chars: int = 256  # per stop string (each one is matched against the text at every token)
 
 
 class APIError(Exception):
@@ -175,9 +184,18 @@ class Scheduler:
 
 # ---- request parsing -----------------------------------------------------------------------------------
 
-def _typed(body: dict, name: str, kinds, *, check=None, rule: str = "") -> object:
-    """body[name] if it has one of the types (and passes `check`), None if absent; else a 400 naming it."""
-    value = body.get(name)
+def _short(value, limit: int = 80) -> str:
+    """A client's value as JSON for an error message, cut to `limit` characters (never the whole of a huge one)."""
+    text = json.dumps(value[:limit + 1] if isinstance(value, str) else value, ensure_ascii=False)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # an unpaired surrogate as its escape
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _typed(body: dict, key: str, kinds, *, check=None, rule: str = "", name: str | None = None) -> object:
+    """body[key] if it has one of the types (and passes `check`), None if absent; else a 400 naming it
+    (`name`: how the message and `param` call it, default the key)."""
+    value = body.get(key)
+    name = name or key
     if value is None:
         return None
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
@@ -185,7 +203,7 @@ def _typed(body: dict, name: str, kinds, *, check=None, rule: str = "") -> objec
     if not isinstance(value, kinds) or is_bool_for_number or (check is not None and not check(value)):
         want = rule or " or ".join({int: "an integer", float: "a number", bool: "a boolean", str: "a string",
                                     list: "a list", dict: "an object"}[k] for k in kinds)
-        raise APIError(400, f"'{name}' must be {want}, got {json.dumps(value)[:80]}", param=name)
+        raise APIError(400, f"'{name}' must be {want}, got {_short(value)}", param=name)
     return value
 
 
@@ -202,12 +220,12 @@ class ChatJob:
     ignore_eos: bool = False  # vLLM's: only the request's stop_token_ids end it
 
 
-def parse_chat_request(body, config: ServerConfig) -> ChatJob:
+def parse_chat_request(body, config: ServerConfig, defaults: dict | None = None) -> ChatJob:
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
-    model = body.get("model")
+    model = _typed(body, "model", str)
     if model is not None and model != config.model_name:
-        raise APIError(404, f"model {model!r} does not exist; this server serves {config.model_name!r}",
+        raise APIError(404, f"model {_short(model)} does not exist; this server serves {config.model_name!r}",
                        param="model", code="model_not_found")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -217,6 +235,10 @@ def parse_chat_request(body, config: ServerConfig) -> ChatJob:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not m["role"]:
             raise APIError(400, f"messages[{i}] must be an object with a 'role' string", param=f"messages[{i}]")
+        if not _ROLE.fullmatch(m["role"]):
+            raise APIError(400, f"messages[{i}].role must be a role name such as 'system', 'user' or 'assistant' "
+                           f"(a letter, then letters, digits, '_' or '-'; at most 64), got {_short(m['role'])}",
+                           param=f"messages[{i}].role")
         content = m.get("content")
         if isinstance(content, list):
             parts = []
@@ -225,7 +247,9 @@ def parse_chat_request(body, config: ServerConfig) -> ChatJob:
                 audio_parts += part["type"] != "text"
                 parts.append(part)
             content = parts
-        elif content is not None and not isinstance(content, str):
+        elif isinstance(content, str):
+            _no_audio_markers(content, f"messages[{i}].content")
+        elif content is not None:
             raise APIError(400, f"messages[{i}].content must be a string or a list of parts", param=f"messages[{i}].content")
         clean.append({"role": m["role"], "content": content})
     if audio_parts > config.max_audio_parts:
@@ -235,8 +259,10 @@ def parse_chat_request(body, config: ServerConfig) -> ChatJob:
     n = _typed(body, "n", int, check=lambda v: 1 <= v <= config.max_n, rule=f"an integer from 1 to {config.max_n}")
     temperature = _typed(body, "temperature", (int, float), check=lambda v: 0 <= v <= 2, rule="a number from 0 to 2")
     top_p = _typed(body, "top_p", (int, float), check=lambda v: 0 < v <= 1, rule="a number in (0, 1]")
-    top_k = _typed(body, "top_k", int, check=lambda v: v >= -1, rule="an integer ≥ -1 (-1 or 0: off)")
-    penalty = _typed(body, "repetition_penalty", (int, float), check=lambda v: v > 0, rule="a number > 0")
+    top_k = _typed(body, "top_k", int, check=lambda v: -1 <= v < 2**31, rule="an integer from -1 to 2^31 - 1 "
+                   "(-1 or 0: off)")
+    penalty = _typed(body, "repetition_penalty", (int, float), check=lambda v: 0 < v < math.inf,
+                     rule="a finite number > 0")
     seed = _typed(body, "seed", int)
     for name in ("presence_penalty", "frequency_penalty"):
         if _typed(body, name, (int, float)) not in (None, 0):
@@ -257,17 +283,27 @@ def parse_chat_request(body, config: ServerConfig) -> ChatJob:
     if stop is not None and (not isinstance(stop, list) or len(stop) > 16
                              or not all(isinstance(s, str) and s for s in stop)):
         raise APIError(400, "'stop' must be a non-empty string or a list of at most 16 of them", param="stop")
+    for word in stop or []:
+        if len(word) > config.max_stop_chars:
+            raise APIError(400, f"'stop' strings may have at most {config.max_stop_chars} characters, got one of "
+                           f"{len(word)}", param="stop")
     stop_ids = _typed(body, "stop_token_ids", list, check=lambda v: all(isinstance(x, int) and x >= 0 for x in v),
                       rule="a list of non-negative integers")
     ignore_eos = _typed(body, "ignore_eos", bool) or False
     stream = _typed(body, "stream", bool)
     stream_options = _typed(body, "stream_options", dict) or {}
+    _typed(stream_options, "include_usage", bool, name="stream_options.include_usage")
     continue_final = _typed(body, "continue_final_message", bool) or False
     add_prompt = _typed(body, "add_generation_prompt", bool)
     skip_special = _typed(body, "skip_special_tokens", bool)
-    tools = _typed(body, "tools", list)
+    tools = _typed(body, "tools", list, check=lambda v: all(isinstance(t, dict) for t in v),
+                   rule="a list of objects")
+    if tools:
+        _no_audio_markers(json.dumps(tools, ensure_ascii=False), "tools")
     think, budget = True, None
     kwargs = _typed(body, "chat_template_kwargs", dict) or {}
+    for name in ("enable_thinking", "thinking"):
+        _typed(kwargs, name, bool, name=f"chat_template_kwargs.{name}")
     if kwargs.get("enable_thinking") is False or kwargs.get("thinking") is False:
         think, budget = False, 0
     effort = _typed(body, "reasoning_effort", str)
@@ -285,14 +321,11 @@ def parse_chat_request(body, config: ServerConfig) -> ChatJob:
     if continue_final and clean[-1]["role"] != "assistant":
         raise APIError(400, "continue_final_message needs an assistant message last", param="continue_final_message")
 
-    defaults = config.defaults
-    params = SamplingParams(
-        max_tokens=max_tokens or config.max_tokens,
-        temperature=float(defaults.get("temperature", 0.7) if temperature is None else temperature),
-        top_p=float(defaults.get("top_p", 1.0) if top_p is None else top_p),
-        top_k=max(top_k or 0, 0),
-        repetition_penalty=float(defaults.get("repetition_penalty", 1.0) if penalty is None else penalty),
-        n=n or 1, seed=seed, stop=stop or [], max_think_tokens=budget,
+    # Unset sampling settings fall back to the checkpoint's generation defaults (`defaults`).
+    params = SamplingParams.resolve(
+        defaults, max_tokens=max_tokens or config.max_tokens, temperature=temperature, top_p=top_p,
+        top_k=max(top_k or 0, 0), repetition_penalty=penalty, n=n or 1, seed=seed, stop=stop or [],
+        max_think_tokens=budget,
         think=think or continue_final,  # a continued prompt is used as given; the budget does the rest
         skip_special_tokens=True if skip_special is None else skip_special)
     if stop_ids or ignore_eos:
@@ -309,6 +342,7 @@ def _content_part(part, where: str, config: ServerConfig) -> dict:
     if kind == "text":
         if not isinstance(part.get("text"), str):
             raise APIError(400, f"{where}.text must be a string", param=f"{where}.text")
+        _no_audio_markers(part["text"], f"{where}.text")
         return {"type": "text", "text": part["text"]}
     if kind == "input_audio":
         payload = part.get("input_audio")
@@ -331,7 +365,11 @@ def _content_part(part, where: str, config: ServerConfig) -> dict:
             raise APIError(400, f"{where}.audio_url must be {{'url': ...}}", param=f"{where}.audio_url")
         if url.startswith("data:"):
             return {"type": "input_audio", "input_audio": {"data": url}}
-        parsed = urlparse(url)
+        try:
+            parsed = urlparse(url)
+        except ValueError as e:  # e.g. "http://[::1": an unclosed IPv6 host
+            raise APIError(400, f"{where}.audio_url is not a valid URL ({e}): {_short(url)}",
+                           param=f"{where}.audio_url") from None
         if parsed.scheme == "file":
             if parsed.netloc not in ("", "localhost"):
                 raise APIError(400, f"{where}: file URLs must name a local path", param=f"{where}.audio_url")
@@ -348,15 +386,31 @@ def _local_audio(raw: str, where: str, config: ServerConfig) -> Path:
         raise APIError(403, f"{where}: local audio paths are refused (the server was not started with "
                        "--allow-local-audio DIR); send the audio as base64 input_audio",
                        param=where, code="local_audio_refused")
+    if "\0" in raw:
+        raise APIError(400, f"{where}: the audio path {_short(raw)} contains a NUL character", param=where)
     root = Path(root).resolve()
     path = Path(raw)
-    resolved = (path if path.is_absolute() else root / path).resolve()  # follows symlinks and `..`
-    if not resolved.is_relative_to(root):  # before any existence check: nothing outside DIR is probed
-        raise APIError(403, f"{where}: {raw!r} is outside the directory this server may read audio from",
-                       param=where, code="local_audio_refused")
-    if not resolved.is_file():
-        raise APIError(400, f"{where}: no such audio file {raw!r} in the allowed directory", param=where)
+    try:
+        resolved = (path if path.is_absolute() else root / path).resolve()  # follows symlinks and `..`
+        if not resolved.is_relative_to(root):  # before any existence check: nothing outside DIR is probed
+            raise APIError(403, f"{where}: {_short(raw)} is outside the directory this server may read audio from",
+                           param=where, code="local_audio_refused")
+        found = resolved.is_file()
+    except (OSError, ValueError) as e:  # a name too long, a symlink loop, …
+        raise APIError(400, f"{where}: the audio path {_short(raw)} cannot be used ({type(e).__name__}: {e})",
+                       param=where) from None
+    if not found:
+        raise APIError(400, f"{where}: no such audio file {_short(raw)} in the allowed directory", param=where)
     return resolved
+
+
+def _no_audio_markers(text: str, where: str) -> None:
+    """Text may not hold the audio tokens: the processor places them for audio parts only, and the model needs
+    one audio frame per `<audio_patch>` (a stray one would fail the request in the engine)."""
+    for marker in _AUDIO_MARKERS:
+        if marker in text:
+            raise APIError(400, f"{where} contains {marker!r}, a token reserved for audio; send audio as an "
+                           "input_audio part", param=where)
 
 
 # ---- responses -----------------------------------------------------------------------------------------
@@ -448,7 +502,7 @@ def create_app(engine: Engine, config: ServerConfig):
     @app.post("/v1/chat/completions")
     async def chat_completions(request: HTTPRequest):
         authorize(request)
-        job = parse_chat_request(await _json_body(request, config), config)
+        job = parse_chat_request(await _json_body(request, config), config, engine.generation_defaults)
         encoded = await run_in_threadpool(_encode, engine, job)
         prompt_tokens = len(encoded.input_ids)
         room = engine.max_context - prompt_tokens
@@ -495,18 +549,91 @@ def create_app(engine: Engine, config: ServerConfig):
     return app
 
 
+class _BodyError(ValueError):
+    """A JSON value this server refuses while parsing (NaN, Infinity, an integer of too many digits)."""
+
+
+def _refuse_constant(name: str):
+    raise _BodyError(f"{name} is not a JSON value (JSON numbers are finite)")
+
+
+def _parse_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise _BodyError(f"an integer of {len(digits.lstrip('-'))} digits is too large "
+                         f"(at most {MAX_INT_DIGITS} digits)")
+    return int(digits)
+
+
 async def _json_body(request, config: ServerConfig):
+    """The body as JSON: at most `max_request_mb` (read in pieces, so a chunked upload is cut off too), strict
+    JSON, at most MAX_JSON_DEPTH levels deep, every string valid Unicode. Anything else is a 4xx naming it."""
     limit = int(config.max_request_mb * 1024 * 1024)
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise APIError(413, f"request body of {int(length)} bytes is over the limit of {limit} bytes")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise APIError(413, f"request body of {len(raw)} bytes is over the limit of {limit} bytes")
+    pieces, size = [], 0
+    async for piece in request.stream():
+        size += len(piece)
+        if size > limit:
+            raise APIError(413, f"request body is over the limit of {limit} bytes (streamed without a length)")
+        pieces.append(piece)
+    raw = b"".join(pieces)
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        body = json.loads(raw, parse_constant=_refuse_constant, parse_int=_parse_int)
+    except RecursionError:
+        raise APIError(400, f"the request body is nested too deeply (at most {MAX_JSON_DEPTH} levels of "
+                       "lists and objects)", code="too_deep") from None
+    except _BodyError as e:
+        raise APIError(400, f"the request body has a value this server does not accept: {e}") from None
+    except UnicodeDecodeError as e:
+        raise APIError(400, f"the request body is not valid UTF-8 text: byte 0x{e.object[e.start]:02x} at "
+                       f"position {e.start}") from None
+    except ValueError as e:  # json.JSONDecodeError
         raise APIError(400, f"the request body is not valid JSON: {e}") from None
+    _check_json(body)
+    return body
+
+
+def _check_json(body) -> None:
+    """Walk the parsed body without recursion: refuse nesting deeper than MAX_JSON_DEPTH (later steps such as
+    rendering `tools` recurse) and strings with an unpaired UTF-16 surrogate (`"\\ud800"` is valid JSON
+    but not text: the tokenizer and file system reject it)."""
+    if not isinstance(body, (dict, list)):
+        return  # a bare value: parse_chat_request says the body must be an object
+    stack = [(body, 1, None)]  # (value, depth, path as a linked list (key, parent))
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise APIError(400, f"the request body is nested too deeply (at most {MAX_JSON_DEPTH} levels of "
+                           f"lists and objects; {_path(path)} is deeper)", param=_path(path), code="too_deep")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str) and not key.isascii() and _SURROGATE.search(key):
+                _refuse_surrogate(key, (key, path))
+            if isinstance(item, str):
+                if not item.isascii() and _SURROGATE.search(item):
+                    _refuse_surrogate(item, (key, path))
+            elif isinstance(item, (dict, list)):
+                stack.append((item, depth + 1, (key, path)))
+
+
+def _path(path) -> str:
+    """`messages[0].content` from the linked list that `_check_json` keeps."""
+    keys = []
+    while path is not None:
+        key, path = path
+        if isinstance(key, int):
+            keys.append(f"[{key}]")
+        else:  # an unpaired surrogate in a key is written as its escape
+            keys.append("." + key.encode("utf-8", "backslashreplace").decode("utf-8"))
+    return "".join(reversed(keys)).lstrip(".") or "the body"
+
+
+def _refuse_surrogate(text: str, path) -> None:
+    where = _path(path)
+    code = ord(_SURROGATE.search(text).group())
+    raise APIError(400, f"{where} holds an unpaired UTF-16 surrogate (\\u{code:04x}), which is not valid Unicode "
+                   "text", param=where)
 
 
 def _encode(engine: Engine, job: ChatJob):
@@ -535,7 +662,7 @@ async def _stream(scheduler: Scheduler, ticket: Ticket, head: dict, job: ChatJob
                 if inline:
                     if kind == "answer" and handle.starts_in_reasoning and j not in closed:
                         closed.add(j)
-                        text = "\n</think>\n" + text
+                        text = REASONING_END + text  # the stream's reasoning and answer are edge-stripped
                     yield _sse({**chunk, "choices": [choice(j, {"content": text})]})
                 else:
                     key = "content" if kind == "answer" else "reasoning_content"
@@ -559,22 +686,8 @@ async def _stream(scheduler: Scheduler, ticket: Ticket, head: dict, job: ChatJob
             scheduler.cancel(handle)
 
 
-def serve(model_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, config: ServerConfig | None = None,
-          max_batch_size: int = 32, log_level: str = "info") -> None:
-    """Load the model and run the server until interrupted."""
-    import uvicorn
-
-    app = create_app(*load_engine(model_dir, config or ServerConfig(), max_batch_size=max_batch_size))
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
-
-
 def load_engine(model_dir: str | Path, config: ServerConfig, max_batch_size: int = 32) -> tuple[Engine, ServerConfig]:
-    """The engine for a checkpoint, with the checkpoint's generation_config.json as sampling defaults."""
+    """The engine for a checkpoint (its generation_config.json gives the sampling defaults)."""
     engine = Engine.from_pretrained(model_dir, max_batch_size=max_batch_size,
                                     processor_kwargs={"max_audio_seconds": config.max_audio_seconds})
-    gen_file = Path(model_dir) / "generation_config.json"
-    if gen_file.is_file():
-        gen = json.loads(gen_file.read_text())
-        config.defaults = {**config.defaults, **{k: gen[k] for k in ("temperature", "top_p", "repetition_penalty")
-                                                 if isinstance(gen.get(k), (int, float))}}
     return engine, config

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from audior1.eval import benchmarks, extract, report
+from audior1.eval.items import EvalItem
 from audior1.eval.scoring import mmsu_letter, parse_score, parse_verdict, token_set_match
 
 FIX = Path(__file__).parent / "fixtures" / "eval"
@@ -147,3 +148,88 @@ def test_mmsu_official_drops_and_counts():
     s = report.summarize(mod, [items["vocalsound_0001"], items["emotion_0002"]], recs, {"sampling": {"n": 1}})
     assert s["metrics"]["official"] == {"pass@1": 1.0, "n": 1, "excluded": 1, "excluded_samples": 1}
     assert s["metrics"]["strict"]["pass@1"] == 0.5
+
+
+# ---- official-raw is the rule on the answer as given; normalised reads answer statements -------------------
+# Every verdict below is worked out by hand from the rules in docs/eval.md (the comment shows the token sets).
+
+DOG = EvalItem("dog", [], "a dog barking", ["a dog barking", "a cat meowing", "rain", "thunder"])
+SOLO = EvalItem("solo", [], "Solo voice", ["Call and response", "Solo voice"])
+
+
+@pytest.mark.parametrize("bench", ["mmau", "mmar", "synthetic"])
+@pytest.mark.parametrize("output, normalised, raw", [
+    # given "<RESPONSE>Solo voice</RESPONSE>": P = {response, solo, voice}, A = {solo, voice},
+    # W = tok("Call and response") − A = {call, and, response}; P ∩ W = {response} → raw wrong.
+    # The normalised reading strips the wrapper: P = A → right.
+    ("r\n</think>\n<RESPONSE>Solo voice</RESPONSE>", 1.0, 0.0),
+    # given "<answer>B</answer>": P = {answer, b} lacks "solo" → raw wrong; normalised: B → "Solo voice".
+    ("r\n</think>\n<answer>B</answer>", 1.0, 0.0),
+    # no wrapper: both readings see "Solo voice".
+    ("r\n</think>\nSolo voice", 1.0, 1.0),
+    # never closed: no answer, wrong in both whatever follows.
+    ("r <RESPONSE>Solo voice</RESPONSE>", 0.0, 0.0),
+])
+def test_official_raw_scores_the_answer_as_given(bench, output, normalised, raw):
+    ex = extract.post_think(output)
+    given = output.split("</think>", 1)[1].strip() if ex.parseable else None    # the text after the block
+    scores, _ = benchmarks.get(bench).score(SOLO, ex.answer, given_answer=given)
+    assert (scores["normalised"], scores["official-raw"]) == (normalised, raw)
+
+
+def test_official_raw_without_the_given_answer_uses_the_answer():
+    """Callers that only have post_think's answer (training rewards, older callers) keep the old meaning."""
+    assert benchmarks.get("mmau").score(SOLO, "Solo voice")[0] == {"normalised": 1.0, "official-raw": 1.0}
+    assert benchmarks.get("mmau").score(SOLO, None, given_answer="Solo voice")[0] == {"normalised": 0.0,
+                                                                                       "official-raw": 0.0}
+
+
+@pytest.mark.parametrize("answer, normalised, raw", [
+    # A = {a, dog, barking}; W = {cat, meowing, rain, thunder}.
+    ("The answer is A.", 1.0, 0.0),          # normalised: letter A → "a dog barking"; raw P = {the, answer, is, a}
+    ("Answer: A", 1.0, 0.0),
+    ("The answer is (A).", 1.0, 0.0),
+    ("Option A.", 1.0, 0.0),
+    ("The correct answer is A, a dog barking.", 1.0, 1.0),   # raw P ⊇ A and P ∩ W = ∅
+    ("The answer is C.", 0.0, 0.0),          # normalised: "rain", A ⊄ {rain}
+    ("The answer is I.", 0.0, 0.0),          # only four options: "I" is no letter here
+    ("The answer is A because it barks", 0.0, 0.0),   # "A" + words is read as text; P lacks dog, barking
+    ("the answer is a dog barking.", 1.0, 1.0),       # text: P = {the, answer, is, a, dog, barking}
+])
+def test_normalised_reads_answer_statements(answer, normalised, raw):
+    scores, _ = benchmarks.get("mmau").score(DOG, answer)
+    assert (scores["normalised"], scores["official-raw"]) == (normalised, raw)
+
+
+@pytest.mark.parametrize("statement", ["The answer is A.", "The answer is B.", "The correct answer is C.",
+                                       "The answer is D!"])
+def test_normalised_and_mmsu_official_read_statements_alike(statement):
+    """MMSU's official rule reads the second-to-last character of "The answer is A."; the normalised reading
+    takes the same letter from the same statements."""
+    index, how = extract.option_index(statement, ["laugh", "burp", "cough", "yawn"])
+    assert how == "answer_phrase" and mmsu_letter(statement) == ("ABCD"[index], True)
+
+
+@pytest.mark.parametrize("answer, official_alone, scores", [
+    # "(C)." ends in ")." : no letter first or second-to-last → the official rule alone drops the row.
+    ("The answer is (C).", (None, False), {"strict": 1.0, "official": 1.0}),
+    # "Answer: C." starts with "A": the official rule alone reads A (laugh, wrong).
+    ("Answer: C.", ("A", True), {"strict": 1.0, "official": 1.0}),
+    # "answer: C" : 'a' is lower case and the second-to-last is ' ' → dropped by the rule alone.
+    ("answer: C", (None, False), {"strict": 1.0, "official": 1.0}),
+    ("The answer is A.", ("A", True), {"strict": 0.0, "official": 0.0}),
+])
+def test_mmsu_normalises_statements_before_the_official_rule(answer, official_alone, scores):
+    """The MMSU protocol turns the answer into a bare letter first, so each statement is read as the letter
+    it names (C = cough, the right option), not by where the official rule happens to find a capital."""
+    item = load("mmsu")["vocalsound_0001"]
+    assert mmsu_letter(answer) == official_alone
+    assert benchmarks.get("mmsu").score(item, answer)[0] == scores
+
+
+def test_letter_followed_by_option_text_matches_whole_words_longest_first():
+    """"The answer is A dog barking" names an option by its text; with "A dog" and "A dog barking" both
+    offered it is the longer one, and "A dog bark" (part of the word "barks") names nothing."""
+    assert extract.option_index("The answer is A dog barking", ["A dog", "A dog barking", "rain"]) == (
+        1, "answer_phrase_text")
+    assert extract.option_index("The answer is A dog barks", ["A dog bark", "rain"]) == (None, "text")

@@ -1,4 +1,4 @@
-"""Matching rules, written exactly as BENCHMARKS.md states them; one function per rule, no hidden state.
+"""Matching rules, written exactly as docs/eval.md (Protocols) states them; one function per rule, no hidden state.
 
 Conventions shared by every scorer (the harness relies on them):
 - A scorer returns 1.0 / 0.0 (or a judge score scaled to [0, 1]), or None when the official rule *drops*

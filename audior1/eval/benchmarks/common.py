@@ -10,13 +10,20 @@ from audior1.eval.items import (Checker, EvalItem, audio_part, check_unique_ids,
 from audior1.eval.scoring import token_set_match, tokens
 
 
-def token_set_scores(item: EvalItem, answer: str | None) -> tuple[dict, dict]:
-    """"normalised": letter answers mapped to option text first; "official-raw": the answer as the model gave
-    it. Both then use the official rule unchanged. No answer → wrong in both."""
+def token_set_scores(item: EvalItem, answer: str | None, given_answer: str | None = None) -> tuple[dict, dict]:
+    """The official token-set rule, unchanged, on two readings of one output (docs/eval.md, MMAU / MMAR):
+
+    - "normalised": `answer` (post_think's: wrappers such as `<RESPONSE>…</RESPONSE>` stripped), and a letter
+      or an answer statement ("B", "(B)", "B. text", "The answer is B.", "Answer: B") mapped to its option text;
+    - "official-raw": the answer exactly as the model gave it, `given_answer` (the text after the think block,
+      wrappers and all); callers that only have the stripped answer leave it None and `answer` is used.
+
+    No answer (`answer` None: no `</think>`) → wrong in both."""
     normalised = option_text(answer, item.choices)
     _, how = option_index(answer, item.choices)
+    raw = None if answer is None else (answer if given_answer is None else given_answer)
     return ({"normalised": float(token_set_match(normalised, item.answer, item.choices)),
-             "official-raw": float(token_set_match(answer, item.answer, item.choices))},
+             "official-raw": float(token_set_match(raw, item.answer, item.choices))},
             {"normalised_answer": normalised, "matched_by": how})
 
 

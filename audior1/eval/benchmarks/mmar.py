@@ -27,8 +27,8 @@ def load(path: str | Path, *, audio_root: str | Path | None = None, template: st
                                 fields=("modality", "category", "sub-category", "language"), max_choices=6)
 
 
-def score(item: EvalItem, answer: str | None, judge=None) -> tuple[dict, dict]:
-    return token_set_scores(item, answer)
+def score(item: EvalItem, answer: str | None, judge=None, *, given_answer: str | None = None) -> tuple[dict, dict]:
+    return token_set_scores(item, answer, given_answer)
 
 
 answer_key = token_set_key

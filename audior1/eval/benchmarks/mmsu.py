@@ -48,7 +48,7 @@ def load(path: str | Path, *, audio_root: str | Path | None = None, template: st
     return items
 
 
-def score(item: EvalItem, answer: str | None, judge=None) -> tuple[dict, dict]:
+def score(item: EvalItem, answer: str | None, judge=None, *, given_answer: str | None = None) -> tuple[dict, dict]:
     letter_answer = extract.bare_letter(answer, item.choices)
     letter, parsed = mmsu_letter(letter_answer, len(item.choices)) if answer is not None else (None, False)
     return ({"strict": mmsu_match(letter_answer, item.answer, item.choices, strict=True),

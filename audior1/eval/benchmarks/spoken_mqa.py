@@ -45,7 +45,7 @@ def load(path: str | Path, *, audio_root: str | Path | None = None, template: st
     return items
 
 
-def score(item: EvalItem, answer: str | None, judge=None) -> tuple[dict, dict]:
+def score(item: EvalItem, answer: str | None, judge=None, *, given_answer: str | None = None) -> tuple[dict, dict]:
     plain, spelled = extract.number(answer), extract.number_spelled(answer)
     return ({"number": float(number_match(plain, item.answer)),
              "number+spelled": float(number_match(spelled, item.answer))},

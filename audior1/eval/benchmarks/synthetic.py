@@ -1,4 +1,4 @@
-"""Our own manifests (the data issue, `audior1.data.manifest`): procedurally generated audio questions.
+"""Our own manifests (docs/data.md, `audior1.data.manifest`): procedurally generated audio questions.
 
 Record (JSONL, validated by `read_manifest`): id, audio (list of paths relative to the manifest), question,
 choices (list or null), answer (option text, or a number string when choices is null), task, question_type,
@@ -47,9 +47,9 @@ def load(path: str | Path, *, audio_root: str | Path | None = None, template: st
     return items
 
 
-def score(item: EvalItem, answer: str | None, judge=None) -> tuple[dict, dict]:
+def score(item: EvalItem, answer: str | None, judge=None, *, given_answer: str | None = None) -> tuple[dict, dict]:
     if item.choices:
-        scores, details = token_set_scores(item, answer)
+        scores, details = token_set_scores(item, answer, given_answer)
         i, _ = extract.option_index(answer, item.choices)
         return {"exact": float(i is not None and item.choices[i] == item.answer), **scores}, details
     predicted = extract.number(answer)

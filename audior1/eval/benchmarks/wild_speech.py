@@ -61,7 +61,7 @@ def load(path: str | Path, *, audio_root: str | Path | None = None, template: st
     return items
 
 
-def score(item: EvalItem, answer: str | None, judge=None) -> tuple[dict, dict]:
+def score(item: EvalItem, answer: str | None, judge=None, *, given_answer: str | None = None) -> tuple[dict, dict]:
     if answer is None or not answer.strip():
         return {"judge": 0.1}, {"judge_scores": [1.0], "judge_skipped": "no answer"}
     if judge is None:
