@@ -1,6 +1,6 @@
 """Audio front end: any common container -> 16 kHz mono float32 -> 25 s chunks -> log-mel [128, T].
 
-Design choices (numbers from DESIGN.md §2 and checkpoint-spec.md §5-6):
+Design choices (the numbers are stated and explained in docs/design.md §2):
 - The container is sniffed from the bytes (RIFF/WAVE, fLaC, OggS, ID3 or an MPEG frame sync), never taken from
   the file name; libsndfile decodes it and we check that it agrees with the sniff.
 - Only the first channel is kept, as the official code does; no down-mix.
@@ -310,7 +310,7 @@ def resample(wav: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Chunking and length arithmetic (checkpoint-spec §5)
+# Chunking and length arithmetic (docs/design.md §2.2)
 # ----------------------------------------------------------------------------------------------------------
 
 def chunk_audio(wav: np.ndarray, chunk_seconds: float = CHUNK_SECONDS) -> list[np.ndarray]:
@@ -357,7 +357,7 @@ def num_audio_tokens(num_samples: int, convention: str = "hf") -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Log-mel (checkpoint-spec §6)
+# Log-mel (docs/design.md §2.3)
 # ----------------------------------------------------------------------------------------------------------
 
 # Slaney mel scale: linear (200/3 Hz per mel) below 1 kHz, logarithmic (27 mels per factor 6.4) above.

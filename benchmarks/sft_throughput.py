@@ -13,7 +13,7 @@ child process (so peak memory is its own), through the real `audior1 train sft` 
             8), attention through one dense causal + padding mask per micro-batch (what transformers' `sdpa`
             attention does with padded batches; here `model.per_segment_attention = False`); every step decodes
             the clips, computes log-mels and runs the frozen encoder: the standard padded trainer. The
-            speed-up the issue asks for is measured against this one.
+            speed-up target (3x, docs/results.md §3) is measured against this one.
 - baseline_padded_reencode_row_attention  the same, but attention runs over each row's valid tokens only
             (audior1's own `packing: false` mode, like flash-attention's unpadding): padding still costs the
             linear layers, not attention. The strongest padded baseline, reported beside it.
@@ -32,7 +32,7 @@ and are skipped without it: `tasks` in the output lists those used). Examples ru
 answer about a short clip) to ~340 (a text CoT), so one example per row pads a real share of every batch.
 
 Chain length (`--chain-tokens N`): the suite's reasoning chains are short (≤ ~300 tokens), while the paper's
-cold-start chains run to thousands (DESIGN.md §4: ≈ 3 000 tokens). With `N > 0` the benchmark trains on a copy of
+cold-start chains run to thousands (docs/design.md §4.1: ≈ 3 000 tokens). With `N > 0` the benchmark trains on a copy of
 the manifest whose `text_cot` (the reasoning of the text-CoT and audio-CoT examples) is lengthened to a length
 drawn uniformly from [N/2, 3N/2] tokens by appending other items' chains: the *content* is then not a coherent
 argument, but the token counts, the mixture, the audio and every other example are those of the suite. Packing's

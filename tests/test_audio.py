@@ -26,7 +26,7 @@ def samples_dir(shared_data: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Length arithmetic (checkpoint-spec §5)
+# Length arithmetic (docs/design.md §2.2)
 # ---------------------------------------------------------------------------------------------------------
 
 # seconds, N, T_mel, HF valid length, HF tokens, vLLM tokens

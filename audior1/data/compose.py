@@ -1,6 +1,6 @@
 """Multi-step families: each question combines two perceptions that other families teach one at a time.
 
-They exist for the small-scale experiments of DESIGN.md §4: perception is learnt from the single-percept
+They exist for the small-scale experiments of docs/design.md §4.2: perception is learnt from the single-percept
 families (pitch, counting, duration, melody), the logic from text CoT, and these items test whether the model
 composes the two inside an audio chain of thought. Every caption states all the facts the question needs
 (each beep's register, every note, every duration), so a text-only rendering is complete.
