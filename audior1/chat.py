@@ -3,7 +3,7 @@
 Design choices
 - One renderer. Every prompt is first rendered into `Segment`s (text + "does the loss see it?"); the prompt
   string, the placeholder form, the token ids and the loss mask are all derived from that one list, so they
-  cannot drift apart. The layout is DESIGN.md §3 / checkpoint-spec §7.2, rendered as plain text:
+  cannot drift apart. The layout is docs/design.md §3, rendered as plain text:
   `<|BOT|>{role}\\n{content}<|EOT|>` per turn, users as `human`, each 25 s audio chunk as
   `<audio_start>` + n×`<audio_patch>` + `<audio_end>`.
 - Two deliberate departures from the official jinja template, which has quirks: (1) tools without a system
@@ -18,15 +18,22 @@ Design choices
   other turns and all audio tokens are not. Text is encoded in runs split at the tokenizer's own added
   tokens (exactly what the tokenizer does), each token takes the mask of its first character, and the
   result is checked against encoding the whole string, so training sees the ids inference sees.
-- `<think>`/`</think>` are added as *non-special* tokens where we build the vocabulary (they survive
-  `skip_special_tokens`, as reasoning parsers need) and are plain text in vocabularies that lack them;
-  nothing here assumes either. Ids are always read from the tokenizer.
+- Think markers: in the released tokenizer `<think>`/`</think>` are ordinary multi-token text, and the
+  official-layout tokenizers built here write them the same way; the small tiny/demo vocabulary has them as
+  single *non-special* added tokens (they survive `skip_special_tokens`). Nothing assumes either: every
+  consumer finds the markers in decoded text, and ids are always read from the tokenizer.
+- One rule for where the answer starts (`split_reasoning`): after the FIRST `</think>` the model writes. It is
+  the rule of vLLM's reasoning parsers and the only one a stream can honour without taking back text it has
+  already sent, so the engine's stream, the server's response, the scorer and the rewards all agree on the
+  same output. For well-formed outputs (one `</think>`) it equals "after the last"; a second `</think>` is
+  part of the answer and is counted (`closings`) so reports can flag it.
 - The small tokenizer (tiny/demo presets) is a byte-level BPE trained on `assets/tokenizer_corpus.txt`, digits
   split one by one, special tokens placed last in the released order (text ids first, as in the real
   vocabulary). Training is deterministic: same corpus bytes, same `tokenizer.json` bytes.
 - Released ids: `official_layout_tokenizer` (random official-size checkpoints) and `step_tokenizer_from_qwen`
-  (checkpoints assembled from Qwen2.5) put the Step tokens at the released ids, e.g. `<|EOT|>` 151665 and
-  `<audio_patch>` 151690, with fillers in between: tokenizers numbers added tokens consecutively.
+  (checkpoints assembled from Qwen2.5) put the Step tokens at the ids of `OFFICIAL_SPECIALS` (the one table,
+  each id marked released, inherited or guessed), e.g. `<|EOT|>` 151665 and `<audio_patch>` 151690, with
+  fillers in between: tokenizers numbers added tokens consecutively.
 - Streaming: `IncrementalDecoder` works on bytes (byte-level tokens map 1:1 to bytes) and lets Python's
   incremental UTF-8 decoder hold back incomplete characters, so no character is emitted half-made.
 """
@@ -41,38 +48,70 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from audior1.config import OFFICIAL_AUDIO_PATCH_ID
+
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 EOT, BOT = "<|EOT|>", "<|BOT|>"
-THINK_START, THINK_END = "<think>", "</think>"
 AUDIO_START, AUDIO_END, AUDIO_PATCH = "<audio_start>", "<audio_end>", "<audio_patch>"
 TTS_START, TTS_END = "<tts_start>", "<tts_end>"
 
+# ---- the think markers: the one home of every chat-format fact about reasoning ----
+# `<think>`/`</think>` are what the template and the model write. In the released tokenizer they are ordinary
+# multi-token text (`</think` + `>`); the released vocabulary also has the specials `<|THINK_START|>` /
+# `<|THINK_END|>`, which the template never uses. Code that finds, forces or masks the end of reasoning
+# therefore works on decoded text, never on one token id.
+THINK_START, THINK_END = "<think>", "</think>"
+THINK_START_SPECIAL, THINK_END_SPECIAL = "<|THINK_START|>", "<|THINK_END|>"
+THINK_PREFILL = f"{THINK_START}\n"  # the generation prompt ends here: the model reasons next
+NO_THINK_PREFILL = f"{THINK_START}\n\n{THINK_END}\n"  # an empty, closed block: the model answers next
+REASONING_END = f"\n{THINK_END}\n"  # between reasoning and answer; what a spent thinking budget forces
+
+# The small (tiny/demo) vocabulary's added tokens, in id order. Its think markers are single tokens (added as
+# non-special, so `skip_special_tokens` keeps them), unless built with `think_tokens=False`.
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END, EOT, BOT, THINK_START, THINK_END,
                   AUDIO_START, AUDIO_END, AUDIO_PATCH, TTS_START, TTS_END)
 REQUIRED_TOKENS = (EOT, BOT, AUDIO_START, AUDIO_END, AUDIO_PATCH)
 PLAIN_TEXT_TOKENS = (THINK_START, THINK_END)  # added tokens, but kept by skip_special_tokens
 STOP_TOKENS = (EOT, ENDOFTEXT, IM_END)
 
-GENERATION_PROMPT = f"{BOT}assistant\n{THINK_START}\n"
-NO_THINK_GENERATION_PROMPT = f"{BOT}assistant\n{THINK_START}\n\n{THINK_END}\n"
+GENERATION_PROMPT = f"{BOT}assistant\n{THINK_PREFILL}"
+NO_THINK_GENERATION_PROMPT = f"{BOT}assistant\n{NO_THINK_PREFILL}"
+
+# The multiple-choice prompt of Step-Audio-R1's released examples (MMAU, MMSU, MMAR, and our synthetic suite):
+# the question, this instruction, then one `A. {option}` line per option in the order presented.
+MCQ_INSTRUCTION = ("Please choose the answer from the following options, do not provide any additional "
+                   "explanations or content: ")
+
+MCQ_TEMPLATE = "{question}\n" + MCQ_INSTRUCTION + "\n{options}"
 
 DEFAULT_CORPUS = Path(__file__).parent / "assets" / "tokenizer_corpus.txt"
 SMALL_VOCAB_SIZE = 1024
 
-# The released vocabulary from 151643 on: Qwen2.5's added tokens, then Step's. `<|BOT|>` and the think
-# tags are not documented; 151666-151668 is our choice inside the range the spec allows (checkpoint-spec
-# §7.1). It only matters for checkpoints we build, whose tokenizer ships with them.
+# The released vocabulary from 151643 on, one row per token we place: (id, token, evidence). "released": the id
+# appears in StepFun's released code, configs or examples; "inherited": Qwen2.5's own added tokens; "guess":
+# nothing published pins the id, so it is our choice inside the range the evidence allows (docs/design.md §3).
+# Guesses only matter for checkpoints audior1 builds, whose tokenizer ships with them; a real checkpoint's
+# tokenizer files always win, because every id is read from the tokenizer.
 OFFICIAL_FIRST_ADDED_ID = 151643
 _QWEN_ADDED_TOKENS = (ENDOFTEXT, IM_START, IM_END, "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
                       "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
                       "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>",
                       "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>",
                       "<|file_sep|>")
-OFFICIAL_LAYOUT = {
-    **{OFFICIAL_FIRST_ADDED_ID + i: token for i, token in enumerate(_QWEN_ADDED_TOKENS)},
-    151665: EOT, 151666: BOT, 151667: THINK_START, 151668: THINK_END,
-    151688: AUDIO_START, 151689: AUDIO_END, 151690: AUDIO_PATCH, 151693: TTS_START, 151694: TTS_END,
-}
+OFFICIAL_SPECIALS = (
+    *((OFFICIAL_FIRST_ADDED_ID + i, token, "inherited") for i, token in enumerate(_QWEN_ADDED_TOKENS)),
+    (151665, EOT, "released"),  # stop_token_ids=[151665] in the official client
+    (151666, BOT, "guess"),  # somewhere in 151666-151687
+    (151669, THINK_START_SPECIAL, "guess"),  # "about 151669" (vllm-omni's Step-Audio reasoning parser)
+    (151670, THINK_END_SPECIAL, "guess"),  # "about 151670"; unused by the template
+    (151688, AUDIO_START, "released"),  # the HF forward finds audio at input_ids == 151688
+    (151689, AUDIO_END, "guess"),  # between start and patch; not verified
+    (OFFICIAL_AUDIO_PATCH_ID, AUDIO_PATCH, "released"),  # vLLM's AUDIO_PATCH_TOKEN_ID (151690)
+    (151693, TTS_START, "released"),  # comments in the vLLM and sglang tokenizers (TTS only)
+    (151694, TTS_END, "released"),
+)
+OFFICIAL_LAYOUT = {token_id: token for token_id, token, _ in OFFICIAL_SPECIALS}
+GUESSED_IDS = frozenset(token_id for token_id, _, evidence in OFFICIAL_SPECIALS if evidence == "guess")
 
 
 class TokenizerError(ValueError):
@@ -138,7 +177,7 @@ class ChatTokenizer:
     def transformers_config(self) -> dict:
         # eos is the end of an assistant turn (what generation stops on); pad is <|endoftext|>, as released.
         pad = ENDOFTEXT if self.endoftext_id is not None else EOT
-        extra = [t for t in SPECIAL_TOKENS
+        extra = [t for t in (*SPECIAL_TOKENS, THINK_START_SPECIAL, THINK_END_SPECIAL)
                  if self.token_to_id(t) is not None and t not in (EOT, pad) and t not in PLAIN_TEXT_TOKENS]
         return {
             "tokenizer_class": "PreTrainedTokenizerFast",
@@ -227,18 +266,9 @@ class ChatTokenizer:
         return [i for i in (self.token_to_id(t) for t in STOP_TOKENS) if i is not None]
 
     @property
-    def think_start_ids(self) -> list[int]:
-        return self._tag_ids(THINK_START)
-
-    @property
-    def think_end_ids(self) -> list[int]:
-        """Ids of "</think>": one id where it is a token, else its standalone encoding (context may merge
-        neighbouring characters into it, so match on decoded text when it is not a single token)."""
-        return self._tag_ids(THINK_END)
-
-    def _tag_ids(self, tag: str) -> list[int]:
-        token_id = self.token_to_id(tag)
-        return [token_id] if token_id is not None else self.encode(tag)
+    def think_markers_are_tokens(self) -> bool:
+        """Whether `<think>`/`</think>` are single tokens here (the small vocabulary) or text (the released one)."""
+        return self.token_to_id(THINK_START) is not None and self.token_to_id(THINK_END) is not None
 
     def __repr__(self) -> str:
         return f"ChatTokenizer({self.source!r}, vocab_size={self.vocab_size})"
@@ -287,27 +317,31 @@ def _added_token(content: str) -> AddedToken:
     return AddedToken(content, special=content not in PLAIN_TEXT_TOKENS, normalized=False)
 
 
-def train_small_tokenizer(vocab_size: int = SMALL_VOCAB_SIZE, corpus_path: str | Path | None = None) -> ChatTokenizer:
-    """The tiny/demo tokenizer: byte-level BPE whose total size, special tokens included, is `vocab_size`."""
-    if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise TokenizerError(f"vocab_size {vocab_size} is below the 256 bytes + {len(SPECIAL_TOKENS)} special tokens")
-    backend = _train_text_bpe(vocab_size - len(SPECIAL_TOKENS), corpus_path)
-    for token in SPECIAL_TOKENS:  # one by one, so ids follow SPECIAL_TOKENS' order
+def train_small_tokenizer(vocab_size: int = SMALL_VOCAB_SIZE, corpus_path: str | Path | None = None, *,
+                          think_tokens: bool = True) -> ChatTokenizer:
+    """The tiny/demo tokenizer: byte-level BPE whose total size, special tokens included, is `vocab_size`.
+    `think_tokens=False` leaves `<think>`/`</think>` as multi-token text, as in the released tokenizer."""
+    added = SPECIAL_TOKENS if think_tokens else tuple(t for t in SPECIAL_TOKENS if t not in PLAIN_TEXT_TOKENS)
+    if vocab_size < 256 + len(added):
+        raise TokenizerError(f"vocab_size {vocab_size} is below the 256 bytes + {len(added)} special tokens")
+    backend = _train_text_bpe(vocab_size - len(added), corpus_path)
+    for token in added:  # one by one, so ids follow SPECIAL_TOKENS' order
         backend.add_tokens([_added_token(token)])
-    return ChatTokenizer(backend, source=f"small byte-level BPE ({vocab_size})")
+    markers = "" if think_tokens else ", think markers as text"
+    return ChatTokenizer(backend, source=f"small byte-level BPE ({vocab_size}{markers})")
 
 
 def _extend_to_official_layout(spec: dict, source: str) -> ChatTokenizer:
-    """Append the Step tokens at their released ids to a tokenizer.json dict whose ids stop at or below
-    151643 (fresh) or at 151664 (Qwen2.5). Unknown ids in between get `<|reserved_N|>` fillers, because
-    tokenizers numbers added tokens consecutively whatever ids the file states."""
+    """Append the Step tokens of `OFFICIAL_SPECIALS` at their ids to a tokenizer.json dict whose ids stop at or
+    below 151643 (fresh) or at 151664 (Qwen2.5). Free ids in between get `<|reserved_N|>` fillers, because
+    tokenizers numbers added tokens consecutively whatever ids the file states. The think markers stay text."""
     present = {entry["id"]: entry["content"] for entry in spec.get("added_tokens", [])}
     size = max([len(spec["model"]["vocab"]) - 1, *present]) + 1
     if size < OFFICIAL_FIRST_ADDED_ID and spec["model"]["type"] == "BPE":
         # unreachable fillers: no merge ever produces them, they only hold the ids
         spec["model"]["vocab"].update({f"<|unused_{i}|>": i for i in range(size, OFFICIAL_FIRST_ADDED_ID)})
     for token_id in range(OFFICIAL_FIRST_ADDED_ID, max(OFFICIAL_LAYOUT) + 1):
-        wanted = OFFICIAL_LAYOUT.get(token_id, f"<|reserved_{token_id}|>")
+        wanted = OFFICIAL_LAYOUT.get(token_id, present.get(token_id, f"<|reserved_{token_id}|>"))
         if token_id in present and present[token_id] != wanted:
             raise TokenizerError(f"{source}: id {token_id} is {present[token_id]!r}, "
                                  f"the Step layout puts {wanted!r} there")
@@ -497,33 +531,54 @@ def format_target(reasoning: str | None, answer: str) -> str:
     """The assistant text to train on: `<think>\\n{reasoning}\\n</think>\\n{answer}`; no reasoning gives the
     empty block `<think>\\n\\n</think>\\n{answer}` (the paper's cold-start convention)."""
     reasoning = reasoning if reasoning and reasoning.strip() else ""
-    return f"{THINK_START}\n{reasoning}\n{THINK_END}\n{answer}"
+    return f"{THINK_PREFILL}{reasoning}{REASONING_END}{answer}"
 
 
-def _strip_stop_suffix(text: str) -> str:
-    text = text.rstrip()
-    for token in STOP_TOKENS:
-        if text.endswith(token):
-            return _strip_stop_suffix(text[: -len(token)])
-    return text
+def mcq_prompt(question: str, choices: list[str], template: str = MCQ_TEMPLATE) -> str:
+    """A multiple-choice question as Step-Audio-R1's examples ask it: `{question}\\n{MCQ_INSTRUCTION}\\n` then
+    one `A. {choice}\\n` line per option in the order given. `template` (with `{question}` and `{options}`)
+    lets an evaluation pin another wording."""
+    if not choices:
+        raise ValueError("a multiple-choice prompt needs at least one choice")
+    if len(choices) > 26:
+        raise ValueError(f"a multiple-choice prompt has at most 26 choices (A-Z), got {len(choices)}")
+    options = "".join(f"{chr(65 + i)}. {c}\n" for i, c in enumerate(choices))
+    return template.format(question=question, options=options)
 
 
-def _drop_open_tag(text: str) -> str:
-    opened = text.lstrip()
-    return opened[len(THINK_START):] if opened.startswith(THINK_START) else text
+@dataclass(frozen=True)
+class ReasoningSplit:
+    """A completion cut into reasoning and answer by `split_reasoning`."""
+
+    reasoning: str  # before the first `</think>`, without a leading `<think>`, stripped
+    answer: str  # after the first `</think>`, stripped ("" while the block is open)
+    closed: bool  # the think block was closed (by the output, or already by the prompt)
+    closings: int  # how many `</think>` the output holds (1 is well formed in think mode)
 
 
-def split_reasoning(text: str) -> tuple[str, str]:
-    """(reasoning, answer) of a completion. The answer follows the last `</think>`; the opening tag is
-    optional (the prompt pre-fills it). Without any `</think>` (a truncated chain) all text is reasoning
-    and the answer is "" — so a completion of a `think=False` prompt, which has no tag, is the answer
-    itself and should not be passed here. Earlier `</think>`s are dropped and their text kept."""
-    *before, after = _strip_stop_suffix(text).split(THINK_END)
-    if not before:
-        return _drop_open_tag(after).strip(), ""
-    return "".join(_drop_open_tag(chunk) for chunk in before).strip(), after.strip()
+def reasoning_start(text: str) -> int | None:
+    """Where the reasoning of a completion starts: after leading whitespace and a leading `<think>` the output
+    may repeat (a server that echoes the prefill). None while `text` may still grow into `<think>`."""
+    lead = len(text) - len(text.lstrip())
+    rest = text[lead:]
+    if rest.startswith(THINK_START):
+        return lead + len(THINK_START)
+    return None if THINK_START.startswith(rest) else lead
 
 
-def count_think_closings(text: str) -> int:
-    """How many `</think>` a completion holds (1 is well formed; 0 is truncated; more is a re-opened chain)."""
-    return text.count(THINK_END)
+def split_reasoning(text: str, in_reasoning: bool = True) -> ReasoningSplit:
+    """(reasoning, answer) of a completion by the one rule: the answer starts after the FIRST `</think>`.
+
+    `in_reasoning` says where the output starts: inside the open think block the generation prompt leaves
+    (the default), or already in the answer (a no-think prompt closed the block: the whole output is the
+    answer, and a `</think>` in it is just text). A block never closed gives all text to the reasoning and
+    an empty answer. Stop tokens are not part of a completion; callers strip them where a server returns them."""
+    closings = text.count(THINK_END)
+    if not in_reasoning:
+        return ReasoningSplit("", text.strip(), True, closings)
+    at = text.find(THINK_END)
+    head = text if at < 0 else text[:at]
+    start = reasoning_start(head)
+    reasoning = head[start if start is not None else 0:].strip()
+    answer = "" if at < 0 else text[at + len(THINK_END):].strip()
+    return ReasoningSplit(reasoning, answer, at >= 0, closings)

@@ -21,7 +21,6 @@ import copy
 import json
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +39,6 @@ DEFAULT_SHARD_BYTES = 5 * 1024**3
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                   "merges.txt", "added_tokens.json", "generation_config.json", "chat_template.jinja")
 
 
 class CheckpointError(ValueError):
@@ -321,20 +318,36 @@ def save_checkpoint(model: StepAudioR1ForCausalLM, out_dir: str | Path, tokenize
     return stats
 
 
+# The sampling settings of Step-Audio-R1's released examples (temperature 0.7, top_p 0.9, repetition penalty 1.0);
+# written into every checkpoint audior1 builds, read back by `generation_defaults`.
+GENERATION_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.0}
+SAMPLING_KEYS = tuple(GENERATION_SAMPLING)
+
+
 def write_generation_config(out_dir: Path, config: ModelConfig) -> None:
     text = config.text
     gen = {"bos_token_id": text.bos_token_id, "eos_token_id": text.eos_token_id, "pad_token_id": text.pad_token_id,
-           "do_sample": True, "temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.0}
+           "do_sample": True, **GENERATION_SAMPLING}
     _atomic_write_text(Path(out_dir) / "generation_config.json", json.dumps(gen, indent=2) + "\n")
 
 
-def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
-    copied = []
-    for name in TOKENIZER_FILES:
-        if name != "generation_config.json" and (src / name).exists():
-            shutil.copy2(src / name, dst / name)
-            copied.append(name)
-    return copied
+def generation_defaults(model_dir: str | Path) -> dict[str, float]:
+    """The sampling defaults a checkpoint ships (temperature, top_p, repetition_penalty from its
+    generation_config.json; missing file or keys → nothing, so `SamplingParams`' own defaults apply)."""
+    path = Path(model_dir) / "generation_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        gen = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(gen, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(gen).__name__}")
+    bad = {k: gen[k] for k in SAMPLING_KEYS
+           if k in gen and gen[k] is not None and (isinstance(gen[k], bool) or not isinstance(gen[k], (int, float)))}
+    if bad:
+        raise CheckpointError(f"{path}: sampling settings must be numbers, got {bad}")
+    return {k: float(gen[k]) for k in SAMPLING_KEYS if gen.get(k) is not None}
 
 
 # ---- init and info ------------------------------------------------------------------------------
@@ -364,11 +377,13 @@ def meta_summary(config: ModelConfig) -> CheckpointSummary:
 
 
 def init_checkpoint(preset_name: str, out_dir: str | Path, *, seed: int = 0, dtype: str | None = None,
-                    max_shard_bytes: int = DEFAULT_SHARD_BYTES, tokenizer=None) -> CheckpointSummary:
+                    max_shard_bytes: int = DEFAULT_SHARD_BYTES, tokenizer=None,
+                    text_think_markers: bool = False) -> CheckpointSummary:
     """A randomly initialised checkpoint in the official layout, written one tensor at a time.
 
-    Small presets get audior1's own byte-level BPE tokenizer and take their special-token ids from it;
-    the official presets get a tokenizer with the special tokens at the released ids."""
+    Small presets get audior1's own byte-level BPE tokenizer and take their special-token ids from it; its
+    think markers are single tokens unless `text_think_markers`. The official presets get a tokenizer with
+    the special tokens at the released ids and the think markers as text, as released."""
     from audior1 import chat
 
     config = preset(preset_name)
@@ -378,7 +393,7 @@ def init_checkpoint(preset_name: str, out_dir: str | Path, *, seed: int = 0, dty
         if config.text.vocab_size == OFFICIAL_VOCAB_SIZE:
             tokenizer = chat.official_layout_tokenizer()
         else:
-            tokenizer = chat.train_small_tokenizer(config.text.vocab_size)
+            tokenizer = chat.train_small_tokenizer(config.text.vocab_size, think_tokens=not text_think_markers)
     apply_tokenizer_ids(config, tokenizer)
     config.validate()
     torch_dtype = resolve_dtype(config.torch_dtype)

@@ -17,7 +17,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Ids of the released Step-Audio vocabulary (checkpoint-spec §7.1).
+# Label value that marks a position without loss (PyTorch's cross-entropy default): the processor writes it,
+# the model's and the trainers' losses skip it.
+IGNORE_INDEX = -100
+
+# Ids of the released Step-Audio vocabulary (docs/design.md §3.3).
 OFFICIAL_VOCAB_SIZE = 158720
 OFFICIAL_AUDIO_PATCH_ID = 151690
 OFFICIAL_EOS_IDS = (151643, 151645, 151665)
@@ -180,7 +184,7 @@ def _with_rope_theta(text_raw: dict, source: str) -> dict:
 def _eos_list(value, vocab_size: int) -> list[int]:
     ids = [value] if isinstance(value, int) else list(value)
     if vocab_size == OFFICIAL_VOCAB_SIZE:
-        # The released config class always forces these three into the list (checkpoint-spec §2.1).
+        # The released config class always forces these three into the list (docs/design.md §5.1).
         ids = list(OFFICIAL_EOS_IDS) + [i for i in ids if i not in OFFICIAL_EOS_IDS]
     return ids
 

@@ -18,12 +18,13 @@ Design choices
   its own `torch.Generator` (seeded from `seed` and the sample index), so a seeded request is reproducible
   whatever else is in the batch.
 - Reasoning vs answer: the prompt tells where generation starts (inside an open `<think>` block, or in the
-  answer, e.g. after a no-think prefill); `</think>` is found in the decoded text (it may be one token or
-  several). The answer starts after the first `</think>` (as vLLM's reasoning parsers do). Streaming
-  callbacks receive pieces labelled "reasoning" or "answer" whose concatenations equal the final
-  `Completion.reasoning` / `.answer` (whitespace at the edges of each part is dropped, held back until it
-  is known to be interior). A thinking budget forces `\\n</think>\\n` after `max_think_tokens` reasoning
-  tokens and lets the model answer.
+  answer, e.g. after a no-think prefill); `</think>` is found in the decoded text, so it may be one token or
+  several (the released tokenizer writes it as text) and may arrive split over several tokens. Where the
+  answer starts is `chat.split_reasoning`'s rule (after the first `</think>`), which also gives the final
+  `Completion.reasoning` / `.answer`. Streaming callbacks receive pieces labelled "reasoning" or "answer"
+  whose concatenations equal those (text that may still become `</think>`, a leading `<think>` or a stop
+  string is held back, as is whitespace at the edges of each part until it is known to be interior). A
+  thinking budget forces `\\n</think>\\n` after `max_think_tokens` reasoning tokens and lets the model answer.
 - Stop strings apply to all generated text (reasoning included), as in vLLM; the text is cut before the stop
   string. Stop token ids end a row and are not part of its output.
 """
@@ -40,13 +41,11 @@ from typing import Callable
 
 import torch
 
-from audior1.chat import IncrementalDecoder
+from audior1.chat import REASONING_END, THINK_END, THINK_START, IncrementalDecoder, reasoning_start, split_reasoning
 from audior1.model import FastDecoder, KVCache, StepAudioR1ForCausalLM
 from audior1.processor import Encoded, Processor, collate_mels
 from audior1.sampling import apply_repetition_penalty, draw, row_generator, sampling_cdf
 
-THINK_START, THINK_END = "<think>", "</think>"
-FORCED_THINK_END = "\n</think>\n"
 log = logging.getLogger(__name__)
 
 
@@ -86,6 +85,13 @@ class SamplingParams:
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @classmethod
+    def resolve(cls, defaults: dict | None = None, **explicit) -> "SamplingParams":
+        """The one way sampling settings are worked out: an explicit value (not None) wins, else the
+        checkpoint's generation defaults (`checkpoint.generation_defaults`), else this class's own."""
+        given = {k: v for k, v in explicit.items() if v is not None}
+        return cls(**{**(defaults or {}), **given})
 
 
 @dataclass
@@ -142,8 +148,11 @@ class _Sample:
         return self._uniforms.pop()
 
     def regions(self):
+        """(kind, start, end) of the reasoning and the answer in `text` as far as they are known."""
         if self.request.starts_in_reasoning:
-            yield "reasoning", 0, len(self.text) if self.reasoning_end is None else self.reasoning_end
+            end = len(self.text) if self.reasoning_end is None else self.reasoning_end
+            start = reasoning_start(self.text[:end])
+            yield "reasoning", end if start is None else start, end
         if self.answer_start is not None:
             yield "answer", self.answer_start, len(self.text)
 
@@ -183,9 +192,10 @@ class Engine:
         self.max_batch_size = max_batch_size
         self.max_prefill_tokens = max_prefill_tokens
         self.fast_decode = fast_decode
-        self.think_end_ids = self.tokenizer.encode(FORCED_THINK_END)
-        self.think_close_ids = self.tokenizer.encode(FORCED_THINK_END.lstrip("\n"))  # after a text ending in \n
+        self.think_end_ids = self.tokenizer.encode(REASONING_END)
+        self.think_close_ids = self.tokenizer.encode(REASONING_END.lstrip("\n"))  # after a text ending in \n
         self.max_context = model.config.text.max_position_embeddings
+        self.generation_defaults: dict = {}  # the checkpoint's sampling defaults (set by from_pretrained)
         self._ids = itertools.count()
         self._pending: list[Request] = []
         self._lock = threading.Lock()
@@ -205,10 +215,16 @@ class Engine:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype=None, device=None, processor_kwargs: dict | None = None,
                         **kwargs) -> "Engine":
-        from audior1.checkpoint import load_model
+        from audior1.checkpoint import generation_defaults, load_model
 
-        return cls(load_model(path, dtype=dtype, device=device),
-                   Processor.from_pretrained(path, **(processor_kwargs or {})), **kwargs)
+        engine = cls(load_model(path, dtype=dtype, device=device),
+                     Processor.from_pretrained(path, **(processor_kwargs or {})), **kwargs)
+        engine.generation_defaults = generation_defaults(path)
+        return engine
+
+    def sampling_params(self, **explicit) -> SamplingParams:
+        """`SamplingParams.resolve` over this engine's checkpoint defaults."""
+        return SamplingParams.resolve(self.generation_defaults, **explicit)
 
     # ---- public API ----
 
@@ -276,21 +292,15 @@ class Engine:
         (so `<think>\\n` + budget 0 gives exactly the no-think prompt `<think>\\n\\n</think>\\n`)."""
         ids, bot = encoded.input_ids, self.tokenizer.bot_id
         last = max(i for i in range(len(ids)) if ids[i] == bot)
-        tail = self.tokenizer.decode(ids[last + 1:]) + FORCED_THINK_END
+        tail = self.tokenizer.decode(ids[last + 1:]) + REASONING_END
         return Encoded(ids[: last + 1] + self.tokenizer.encode(tail), encoded.audio, encoded.loss_mask)
 
     def completions(self, request: Request) -> list[Completion]:
         out = []
         for s in request.samples:
-            reasoning = answer = ""
-            for kind, start, end in s.regions():
-                if kind == "reasoning":
-                    reasoning = s.text[start:end].strip()
-                else:
-                    answer = s.text[start:end].strip()
-            out.append(Completion(s.text, reasoning, answer, list(s.ids), s.finish_reason or "cancelled",
-                                  s.reasoning_tokens, request.prompt_tokens, s.answer_start is not None,
-                                  s.stop_reason))
+            split = split_reasoning(s.text, request.starts_in_reasoning)
+            out.append(Completion(s.text, split.reasoning, split.answer, list(s.ids), s.finish_reason or "cancelled",
+                                  s.reasoning_tokens, request.prompt_tokens, split.closed, s.stop_reason))
         return out
 
     # ---- the loop ----
@@ -556,13 +566,7 @@ class Engine:
             valid = c.valid[:, : c.length].index_select(0, index)
             used = valid.any(0)
             first = int(used.to(torch.uint8).argmax()) if bool(used.any()) else c.length
-            out = KVCache.__new__(KVCache)
-            out.k = c.k[:, :, :, first:].index_select(1, index)
-            out.v = c.v[:, :, :, first:].index_select(1, index)
-            out.valid = c.valid[:, first:].index_select(0, index)
-            out.next_position = c.next_position.index_select(0, index)
-            out.length = c.length - first
-            self._cache = out
+            self._cache = c.keep(index, first)
             self._next = self._next.index_select(0, index)
             self._seen = self._seen.index_select(0, index) if self._seen is not None else None
             self._padded = not bool(valid[:, first:].all())
@@ -585,7 +589,10 @@ class Engine:
 
 
 def _holdback(s: _Sample) -> int:
-    """Characters at the end of the text that might still become `</think>` or a stop string."""
+    """Characters at the end of the text that might still become `</think>`, a stop string, or (before any
+    reasoning is known) the leading `<think>` that is not part of the reasoning."""
+    if s.reasoning and reasoning_start(s.text) is None:
+        return len(s.text)
     candidates = list(s.params.stop) + ([THINK_END] if s.reasoning else [])
     hold, text = 0, s.text
     for word in candidates:

@@ -9,8 +9,7 @@ from audior1.checkpoint import CheckpointError
 from audior1.config import ConfigError
 from audior1.data import DataError, ManifestError
 from audior1.processor import MessageError
-from audior1.train.data import DataError as TrainingDataError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (AudioError, CheckpointError, ConfigError, ConversationError,
                                                  DataError, ManifestError, MessageError, TokenizerError,
-                                                 TrainingDataError, FileNotFoundError, NotADirectoryError)
+                                                 FileNotFoundError, NotADirectoryError)

@@ -37,9 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from audior1.config import ADAPTER_HIDDEN, AudioEncoderConfig, ModelConfig, TextConfig
+from audior1.config import ADAPTER_HIDDEN, IGNORE_INDEX, AudioEncoderConfig, ModelConfig, TextConfig
 
-IGNORE_INDEX = -100
 LOSS_CHUNK_TOKENS = 2048
 
 
@@ -326,6 +325,17 @@ class KVCache:
         out.k, out.v = self.k.index_select(1, rows), self.v.index_select(1, rows)
         out.valid, out.next_position = self.valid.index_select(0, rows), self.next_position.index_select(0, rows)
         out.length = self.length
+        return out
+
+    def keep(self, rows: torch.Tensor, first: int = 0) -> "KVCache":
+        """The given rows without the slot columns before `first` (columns no remaining row uses: a
+        long-running server's cache does not grow without end)."""
+        out = KVCache.__new__(KVCache)
+        out.k = self.k[:, :, :, first:].index_select(1, rows)
+        out.v = self.v[:, :, :, first:].index_select(1, rows)
+        out.valid = self.valid[:, first:].index_select(0, rows)
+        out.next_position = self.next_position.index_select(0, rows)
+        out.length = self.length - first
         return out
 
 

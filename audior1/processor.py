@@ -19,7 +19,7 @@ import torch
 
 from audior1 import audio as audio_lib
 from audior1.chat import ChatTokenizer, encode_conversation, encode_prompt
-from audior1.model import IGNORE_INDEX
+from audior1.config import IGNORE_INDEX
 
 
 class MessageError(ValueError):

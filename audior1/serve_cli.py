@@ -6,10 +6,11 @@ Design choices
 - The reasoning is streamed visibly apart from the answer: dimmed under a `thinking` rule on a terminal,
   between `[reasoning]` / `[answer]` markers otherwise. `--json` prints one object instead (reasoning,
   answer, token counts, timings).
-- Multiple-choice questions use the official prompt (BENCHMARKS.md): the question, the fixed instruction,
+- Multiple-choice questions use the official prompt (`chat.mcq_prompt`): the question, the fixed instruction,
   then `A. …` lines; text first, then the audio, as StepFun's examples do. Audio over 25 s is cut into
   25 s chunks by the processor, each its own audio item in the prompt.
-- Sampling defaults come from the checkpoint's generation_config.json (the official 0.7 / 0.9).
+- Sampling defaults come from the checkpoint's generation_config.json (`SamplingParams.resolve`; audior1's
+  checkpoints carry the official 0.7 / 0.9); flags override them.
 """
 
 from __future__ import annotations
@@ -20,17 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-MCQ_INSTRUCTION = ("Please choose the answer from the following options, do not provide any additional "
-                   "explanations or content: \n")
-
-
-def mcq_prompt(question: str, choices: list[str]) -> str:
-    """The official multiple-choice text (audior1.data.manifest's when present: one definition)."""
-    try:
-        from audior1.data.manifest import mcq_prompt as shared
-    except ImportError:
-        return f"{question}\n{MCQ_INSTRUCTION}" + "".join(f"{chr(65 + i)}. {c}\n" for i, c in enumerate(choices))
-    return shared(question, choices)
+from audior1.chat import mcq_prompt
 
 
 def _fail(message: str, code: int = 2):
@@ -45,15 +36,6 @@ def build_messages(audio: list[str], question: str | None, choices: list[str], s
         _fail("give at least an audio file or a question")
     messages = [{"role": "system", "content": system}] if system else []
     return messages + [{"role": "user", "content": content}]
-
-
-def _generation_defaults(model_dir: Path) -> dict:
-    path = model_dir / "generation_config.json"
-    try:
-        gen = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return {k: gen[k] for k in ("temperature", "top_p", "repetition_penalty") if isinstance(gen.get(k), (int, float))}
 
 
 class _Printer:
@@ -88,7 +70,7 @@ class _Printer:
 def cmd_ask(args) -> None:
     import torch
 
-    from audior1.checkpoint import load_model
+    from audior1.checkpoint import generation_defaults, load_model
     from audior1.engine import Engine, SamplingParams
     from audior1.processor import Processor
 
@@ -99,13 +81,10 @@ def cmd_ask(args) -> None:
         question = items.pop()
     model_dir = Path(args.model)
     processor = Processor.from_pretrained(model_dir)
-    defaults = _generation_defaults(model_dir)
-    params = SamplingParams(
-        max_tokens=args.max_tokens, seed=args.seed, think=not args.no_think, max_think_tokens=args.think_budget,
-        temperature=defaults.get("temperature", 0.7) if args.temperature is None else args.temperature,
-        top_p=defaults.get("top_p", 1.0) if args.top_p is None else args.top_p,
-        repetition_penalty=defaults.get("repetition_penalty", 1.0) if args.repetition_penalty is None
-        else args.repetition_penalty)
+    params = SamplingParams.resolve(
+        generation_defaults(model_dir), max_tokens=args.max_tokens, seed=args.seed, think=not args.no_think,
+        max_think_tokens=args.think_budget, temperature=args.temperature, top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty)
     try:
         params.validate()
     except ValueError as e:

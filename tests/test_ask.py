@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from audior1.engine import Engine, SamplingParams
-from audior1.serve_cli import build_messages, mcq_prompt
+from audior1.chat import mcq_prompt
+from audior1.serve_cli import build_messages
 from test_engine import tiny_checkpoint, tone
 
 
@@ -31,11 +32,9 @@ def ask(*args):
 
 
 def test_official_multiple_choice_prompt():
-    assert mcq_prompt("Which instrument?", ["piano", "violin"]) == (
-        "Which instrument?\nPlease choose the answer from the following options, do not provide any additional "
-        "explanations or content: \nA. piano\nB. violin\n")
     [message] = build_messages(["a.wav"], "Which instrument?", ["piano", "violin"], None)
     assert [p["type"] for p in message["content"]] == ["text", "audio"]  # text first, then the audio
+    assert message["content"][0]["text"] == mcq_prompt("Which instrument?", ["piano", "violin"])
 
 
 def test_ask_streams_reasoning_then_answer(tiny, clips):

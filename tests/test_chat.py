@@ -10,8 +10,8 @@ import pytest
 from tokenizers import Tokenizer, pre_tokenizers
 
 from audior1 import chat
-from audior1.chat import (ChatTokenizer, ConversationError, IncrementalDecoder, TokenizerError, count_think_closings,
-                          encode_conversation, encode_prompt, format_target, render_placeholder_prompt,
+from audior1.chat import (ChatTokenizer, ConversationError, IncrementalDecoder, ReasoningSplit, TokenizerError,
+                          encode_conversation, encode_prompt, format_target, mcq_prompt, render_placeholder_prompt,
                           render_prompt, split_reasoning, train_small_tokenizer)
 
 
@@ -97,7 +97,7 @@ def test_one_audio_item_of_two_chunks():
 
 
 def test_checkpoint_spec_example(tok, official):
-    # checkpoint-spec §7.2: one 25 s chunk, question before the audio
+    # docs/design.md §3.1: one 25 s chunk, question before the audio
     messages = [user(text("Which …?\nA. …\n"), audio(313))]
     expected = ("<|BOT|>human\nWhich …?\nA. …\n<audio_start>" + "<audio_patch>" * 313
                 + "<audio_end><|EOT|><|BOT|>assistant\n<think>\n")
@@ -181,29 +181,42 @@ def test_format_target():
 
 
 @pytest.mark.parametrize("completion, expected", [
-    ("<think>\nI hear two tones.\n</think>\nB", ("I hear two tones.", "B")),           # normal
-    ("I hear two tones.\n</think>\nB<|EOT|>", ("I hear two tones.", "B")),             # prompt pre-filled <think>; EOT
-    ("I hear two tones. The first", ("I hear two tones. The first", "")),              # truncated: no closing tag
-    ("<think>\nI hear", ("I hear", "")),
-    ("one\n</think>\ntwo\n</think>\nB", ("one\n\ntwo", "B")),                          # several closings
-    ("<think>\none</think>\n<think>\ntwo</think>\nB", ("one\ntwo", "B")),                  # re-opened
-    ("<think>\n\n</think>\nB", ("", "B")),                                              # empty reasoning
-    ("\n</think>\n\n  B  \n<|EOT|>\n", ("", "B")),
-    ("r\n</think>\nB<|endoftext|>", ("r", "B")),
-    ("r\n</think>\nB<|EOT|><|endoftext|>", ("r", "B")),
-    ("r\n</think>\n", ("r", "")),                                                      # closed, answer missing
+    # (reasoning, answer, closed, closings) by the one rule: the answer starts after the FIRST </think>
+    ("<think>\nI hear two tones.\n</think>\nB", ("I hear two tones.", "B", True, 1)),  # opening tag echoed
+    ("I hear two tones.\n</think>\nB", ("I hear two tones.", "B", True, 1)),           # prompt pre-filled <think>
+    ("I hear two tones. The first", ("I hear two tones. The first", "", False, 0)),  # truncated: no closing tag
+    ("<think>\nI hear", ("I hear", "", False, 0)),
+    ("one\n</think>\ntwo\n</think>\nB", ("one", "two\n</think>\nB", True, 2)),       # a second close is answer text
+    ("<think>\none</think>\n<think>\ntwo</think>\nB", ("one", "<think>\ntwo</think>\nB", True, 2)),
+    ("<think>\n\n</think>\nB", ("", "B", True, 1)),                                   # empty reasoning
+    ("\n</think>\n\n  B  \n", ("", "B", True, 1)),
+    ("r\n</think>\n", ("r", "", True, 1)),                                            # closed, answer missing
+    ("<thi", ("<thi", "", False, 0)),                                                # not (yet) an opening tag
+    ("", ("", "", False, 0)),
 ])
 def test_split_reasoning(completion, expected):
-    assert split_reasoning(completion) == expected
+    assert split_reasoning(completion) == ReasoningSplit(*expected)
+
+
+def test_split_reasoning_of_an_answer_only_output():
+    """After a no-think prompt the output is all answer; a `</think>` in it stays text (and is counted)."""
+    assert split_reasoning("  B  ", in_reasoning=False) == ReasoningSplit("", "B", True, 0)
+    assert split_reasoning("r</think>B", in_reasoning=False) == ReasoningSplit("", "r</think>B", True, 1)
 
 
 def test_split_reasoning_inverts_format_target():
-    completion = format_target("Because 3 > 2.", "The first.") + "<|EOT|>"
-    assert split_reasoning(completion) == ("Because 3 > 2.", "The first.")
+    completion = format_target("Because 3 > 2.", "The first.")
+    assert split_reasoning(completion) == ReasoningSplit("Because 3 > 2.", "The first.", True, 1)
+    assert split_reasoning(completion[len(chat.THINK_PREFILL):]) == split_reasoning(completion)
 
 
-def test_count_think_closings():
-    assert [count_think_closings(s) for s in ("a", "a</think>b", "</think></think>")] == [0, 1, 2]
+def test_mcq_prompt_is_step_audio_r1s():
+    assert mcq_prompt("Which tone is higher?", ["the first", "the second"]) == (
+        "Which tone is higher?\nPlease choose the answer from the following options, do not provide any additional "
+        "explanations or content: \nA. the first\nB. the second\n")
+    assert mcq_prompt("Q", ["x"], template="{options}|{question}") == "A. x\n|Q"
+    with pytest.raises(ValueError, match="at least one choice"):
+        mcq_prompt("q", [])
 
 
 # ---- ids and loss masks ----------------------------------------------------------------------------
@@ -238,8 +251,8 @@ def test_loss_mask_with_generation_prompt_and_audio_in_assistant_content(tok):
 
 def test_loss_mask_when_think_tags_are_plain_text(tok):
     plain = ChatTokenizer(Tokenizer.from_str(json.dumps(_without_tokens(tok, "<think>", "</think>"))))
-    assert plain.token_to_id("</think>") is None and len(plain.think_end_ids) > 1
-    assert plain.decode(plain.think_end_ids) == "</think>"
+    assert plain.token_to_id("</think>") is None and not plain.think_markers_are_tokens
+    assert len(plain.encode("</think>")) > 1 and plain.decode(plain.encode("</think>")) == "</think>"
     target = format_target("Two tones; the second is higher.", "B")
     ids, mask = encode_conversation(plain, [{"role": "user", "content": "Q"}, {"role": "assistant", "content": target}])
     assert _trained_text(plain, ids, mask) == target + "<|EOT|>"
@@ -286,7 +299,7 @@ def test_special_tokens_are_single_ids_at_the_end(tok):
     for token, token_id in zip(chat.SPECIAL_TOKENS, ids):
         assert tok.encode(f"a{token}b")[1:-1] == [token_id]
     assert tok.stop_ids == [tok.eot_id, tok.endoftext_id, tok.token_to_id("<|im_end|>")]
-    assert tok.think_end_ids == [tok.token_to_id("</think>")]
+    assert tok.think_markers_are_tokens and tok.encode("</think>") == [tok.token_to_id("</think>")]
     assert tok.bot_id is not None and tok.audio_patch_id is not None
 
 
@@ -354,6 +367,17 @@ def test_official_layout_ids(official):
                 "<audio_start>": 151688, "<audio_end>": 151689, "<audio_patch>": 151690,
                 "<tts_start>": 151693, "<tts_end>": 151694}
     assert {t: official.token_to_id(t) for t in expected} == expected
+    # As released: the think markers are text, split into several tokens; the THINK specials exist (at guessed
+    # ids, marked as guesses in the one table) and are special, so skip_special_tokens drops them.
+    assert not official.think_markers_are_tokens and len(official.encode("</think>")) > 1
+    assert official.decode(official.encode("<think>\nr\n</think>\nB")) == "<think>\nr\n</think>\nB"
+    assert {official.token_to_id(chat.THINK_START_SPECIAL), official.token_to_id(chat.THINK_END_SPECIAL)} == \
+        {151669, 151670} <= chat.GUESSED_IDS
+    assert official.decode([151669, 151670], skip_special_tokens=True) == ""
+    assert {t: i for i, t in chat.OFFICIAL_LAYOUT.items()}["<|EOT|>"] == 151665 and 151665 not in chat.GUESSED_IDS
+    config = official.transformers_config()
+    assert chat.THINK_END_SPECIAL in config["additional_special_tokens"] and "</think>" not in json.dumps(
+        config["additional_special_tokens"])
     assert official.stop_ids == [151665, 151643, 151645]
     assert official.vocab_size <= 158720
     s = "<|BOT|>human\nHow many beeps? 3<|EOT|>"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from audior1.data.manifest import ManifestError, mcq_prompt, read_manifest, write_manifest
+from audior1.data.manifest import ManifestError, read_manifest, write_manifest
 
 
 def item(**kw):
@@ -28,14 +28,6 @@ def root(tmp_path):
 def write_lines(path, rows):
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path
-
-
-def test_mcq_prompt_matches_step_audio_r1():
-    assert mcq_prompt("Which tone is higher?", ["the first tone", "the second tone"]) == (
-        "Which tone is higher?\nPlease choose the answer from the following options, do not provide any additional "
-        "explanations or content: \nA. the first tone\nB. the second tone\n")
-    with pytest.raises(ValueError):
-        mcq_prompt("q", [])
 
 
 def test_round_trip_resolves_and_relativises_paths(root):

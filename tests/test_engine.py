@@ -15,11 +15,13 @@ from audior1.sampling import apply_repetition_penalty, draw, sampling_cdf
 from audior1.processor import Encoded
 
 
-def tiny_checkpoint(tmp_path_factory):
-    """One tiny checkpoint per test session, shared by the serving test files."""
-    path = tmp_path_factory.getbasetemp() / "audior1-tiny"
+def tiny_checkpoint(tmp_path_factory, think_markers: str = "tokens"):
+    """One tiny checkpoint per test session and marker form, shared by the serving test files. `think_markers`
+    "tokens": `<think>`/`</think>` are single tokens (the small vocabulary's default); "text": several tokens
+    each, as in the released Step-Audio-R1 tokenizer."""
+    path = tmp_path_factory.getbasetemp() / ("audior1-tiny" if think_markers == "tokens" else "audior1-tiny-text-markers")
     if not (path / "config.json").exists():
-        init_checkpoint("tiny", path, seed=0)
+        init_checkpoint("tiny", path, seed=0, text_think_markers=think_markers == "text")
     return path
 
 
@@ -30,10 +32,22 @@ def tone(seconds=1.5, freq=440.0, rate=16000) -> bytes:
     return out.getvalue()
 
 
+def _engine(tmp_path_factory, think_markers: str) -> Engine:
+    engine = Engine.from_pretrained(tiny_checkpoint(tmp_path_factory, think_markers))
+    engine.model.init_weights(seed=1, std=0.1)  # peakier than the checkpoint's: more varied greedy text
+    return engine
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    engine = Engine.from_pretrained(tiny_checkpoint(tmp_path_factory))
-    engine.model.init_weights(seed=1, std=0.1)  # peakier than the checkpoint's: more varied greedy text
+    return _engine(tmp_path_factory, "tokens")
+
+
+@pytest.fixture(scope="module", params=["tokens", "text"])
+def any_engine(request, tmp_path_factory):
+    """The engine with single-token think markers and with multi-token ones (the released form)."""
+    engine = _engine(tmp_path_factory, request.param)
+    assert engine.tokenizer.think_markers_are_tokens == (request.param == "tokens")
     return engine
 
 
@@ -128,12 +142,21 @@ def test_cache_columns_are_reclaimed_when_rows_leave(engine):
 
 
 def test_n_samples_share_one_prefill(engine, monkeypatch):
-    calls = []
-    encode_audio = engine.model.encode_audio
+    calls, prefills = [], []
+    encode_audio, forward = engine.model.encode_audio, engine.model.forward
     monkeypatch.setattr(engine.model, "encode_audio", lambda *a: calls.append(1) or encode_audio(*a))
+
+    def counting_forward(input_ids, *args, **kwargs):
+        if input_ids.shape[1] > 1:  # a prefill (decode steps feed one token per row)
+            prefills.append(tuple(input_ids.shape))
+        return forward(input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(engine.model, "forward", counting_forward)
     params = SamplingParams(max_tokens=16, temperature=1.0, n=4, seed=7, stop_token_ids=[])
     [samples] = engine.generate([PROMPTS[1]], params)
-    assert len(calls) == 1  # the audio (and the prompt) went through the model once for 4 samples
+    assert len(calls) == 1  # the audio went through the encoder once for 4 samples
+    prompt_tokens = len(engine.encode(PROMPTS[1], params).input_ids)
+    assert prefills == [(1, prompt_tokens)]  # and the prompt was prefilled once: one row, not one per sample
     assert len(samples) == 4 and len({tuple(c.token_ids) for c in samples}) > 1
     # Sample j of a seeded request is reproducible, and equal to sample j drawn alone.
     [again] = engine.generate([PROMPTS[1]], params)
@@ -207,14 +230,19 @@ def test_stop_strings_stop_ids_and_max_tokens(engine):
     assert cut.finish_reason == "stop" and cut.text == full.text[: full.text.index(stop)] and cut.stop_reason == stop
 
 
-def test_thinking_budget_closes_the_reasoning(engine):
+def test_thinking_budget_closes_the_reasoning(any_engine):
+    engine = any_engine
     budget = SamplingParams(max_tokens=30, temperature=0, stop_token_ids=[], max_think_tokens=8)
     [[c]] = engine.generate([PROMPTS[2]], budget)
     before = engine.tokenizer.decode(c.token_ids[:8])
     forced = engine.think_close_ids if before.endswith("\n") else engine.think_end_ids
     assert c.token_ids[8 : 8 + len(forced)] == forced and c.think_closed
-    assert "\n</think>\n" in c.text
-    assert c.reasoning_tokens == 8 + forced.index(engine.tokenizer.token_to_id("</think>")) + 1
+    assert engine.tokenizer.decode(c.token_ids[: 8 + len(forced)]) == before + ("</think>\n" if before.endswith("\n")
+                                                                            else "\n</think>\n")
+    # Reasoning tokens: the 8 of the budget plus the forced ones up to and including the marker's last token.
+    closing = next(k for k in range(1, len(forced) + 1) if "</think>" in engine.tokenizer.decode(forced[:k]))
+    assert c.reasoning_tokens == 8 + closing
+    assert c.reasoning == before.strip() and c.text.count("</think>") == 1
     assert len(c.token_ids) == 30 and c.answer  # the model goes on to answer
     # A budget of 0 is the no-think prompt: the same answer, token for token.
     zero = SamplingParams(max_tokens=20, temperature=0, stop_token_ids=[], max_think_tokens=0)
@@ -224,7 +252,8 @@ def test_thinking_budget_closes_the_reasoning(engine):
     assert z.reasoning_tokens == n.reasoning_tokens == 0
 
 
-def test_prompt_phase_and_continued_think_prefill(engine):
+def test_prompt_phase_and_continued_think_prefill(any_engine):
+    engine = any_engine
     normal = engine.processor.encode(PROMPTS[0])
     continued = engine.processor.encode(PROMPTS[0] + [{"role": "assistant", "content": "<think>\n"}],
                                         continue_final_message=True)
@@ -236,7 +265,8 @@ def test_prompt_phase_and_continued_think_prefill(engine):
     assert not engine.prompt_in_reasoning(partial.input_ids)
 
 
-def test_streamed_pieces_add_up_to_the_completion(engine):
+def test_streamed_pieces_add_up_to_the_completion(any_engine):
+    engine = any_engine
     pieces = []
     params = SamplingParams(max_tokens=40, temperature=0.8, seed=5, n=2, stop_token_ids=[], max_think_tokens=12)
     results = engine.generate(PROMPTS, params, on_piece=lambda *p: pieces.append(p))
@@ -249,7 +279,51 @@ def test_streamed_pieces_add_up_to_the_completion(engine):
             assert kinds == sorted(kinds, key=["reasoning", "answer"].index)  # reasoning first, then answer
             assert "".join(t for k, t in mine if k == "reasoning") == c.reasoning
             assert "".join(t for k, t in mine if k == "answer") == c.answer
-            assert "</think>" not in c.reasoning + c.answer
+            assert "</think>" not in c.reasoning and c.text.count("</think>") == 1
+
+
+def _scripted(engine, monkeypatch, text: str, stop: bool = True):
+    """Make the engine "generate" exactly the tokens of `text` (then <|EOT|>), one per step: the model is
+    random, so this is how a test gets a real `</think>` written by the model rather than forced."""
+    script = iter(engine.tokenizer.encode(text) + ([engine.tokenizer.eot_id] if stop else []))
+    monkeypatch.setattr(engine, "_choose", lambda logits, only_from: [next(script) for _ in range(logits.shape[0])])
+
+
+@pytest.mark.parametrize("text, reasoning, answer", [
+    ("I hear two tones.\n</think>\nThe second.", "I hear two tones.", "The second."),
+    ("<think>\nAn echoed opening tag.\n</think>\nB", "An echoed opening tag.", "B"),  # not part of the reasoning
+    ("a </thi b\n</think>\nC", "a </thi b", "C"),  # a partial marker is reasoning text
+    ("one\n</think>\ntwo\n</think>\nB", "one", "two\n</think>\nB"),  # the first close starts the answer
+    ("never closed", "never closed", ""),
+])
+def test_a_marker_the_model_writes_is_found_across_pieces(any_engine, monkeypatch, text, reasoning, answer):
+    engine = any_engine
+    _scripted(engine, monkeypatch, text)
+    pieces = []
+    [[c]] = engine.generate([PROMPTS[0]], SamplingParams(max_tokens=60, temperature=0),
+                            on_piece=lambda *p: pieces.append(p[2:]))
+    assert (c.text, c.reasoning, c.answer, c.finish_reason) == (text, reasoning, answer, "stop")
+    assert c.think_closed == ("</think>" in text)
+    assert "".join(t for k, t in pieces if k == "reasoning") == reasoning
+    assert "".join(t for k, t in pieces if k == "answer") == answer
+    kinds = [k for k, _ in pieces]
+    assert kinds == sorted(kinds, key=["reasoning", "answer"].index)
+    if not engine.tokenizer.think_markers_are_tokens and "</think>" in text:
+        assert len(engine.tokenizer.encode("</think>")) > 1  # the marker did arrive over several steps
+    # Reasoning tokens count up to and including the token that completes the first `</think>`.
+    if c.think_closed:
+        ids = engine.tokenizer.encode(text)
+        closing = next(k for k in range(1, len(ids) + 1) if "</think>" in engine.tokenizer.decode(ids[:k]))
+        assert c.reasoning_tokens == closing
+
+
+def test_a_stop_string_inside_the_marker(any_engine, monkeypatch):
+    """A stop string that is part of `</think>` ends generation there: the think block never closes."""
+    engine = any_engine
+    _scripted(engine, monkeypatch, "I hear it.\n</think>\nB", stop=False)
+    [[c]] = engine.generate([PROMPTS[0]], SamplingParams(max_tokens=60, temperature=0, stop=["</th"]))
+    assert (c.text, c.reasoning, c.answer, c.think_closed, c.stop_reason) == ("I hear it.\n", "I hear it.", "", False,
+                                                                              "</th")
 
 
 def test_cancel_frees_the_row_and_others_continue(engine):
@@ -290,3 +364,31 @@ def test_audio_placeholders_are_never_generated(tmp_path_factory):
         for params in (GREEDY, SamplingParams(max_tokens=12, temperature=1.0, seed=0, stop_token_ids=[])):
             ids = engine.generate([user("hi")], params)[0][0].token_ids
             assert ids and patch not in ids and engine.tokenizer.audio_start_id not in ids
+
+
+def test_sampling_defaults_come_from_the_checkpoint_once(tmp_path_factory, tmp_path):
+    """One resolution for the CLI, the server and the evaluation: explicit value > the checkpoint's
+    generation_config.json > `SamplingParams`' own defaults."""
+    import shutil
+
+    from audior1.checkpoint import CheckpointError, generation_defaults
+    from audior1.eval.backends import LocalBackend, Sampling
+    from audior1.server import ServerConfig, parse_chat_request
+
+    path = tiny_checkpoint(tmp_path_factory)
+    engine = Engine.from_pretrained(path)
+    assert engine.generation_defaults == {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.0}
+    assert (engine.sampling_params().top_p, engine.sampling_params(top_p=0.5, temperature=None).top_p) == (0.9, 0.5)
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    server_params = parse_chat_request(body, ServerConfig(), engine.generation_defaults).params
+    assert (server_params.temperature, server_params.top_p) == (0.7, 0.9)
+    assert parse_chat_request({**body, "top_p": 0.3}, ServerConfig(), engine.generation_defaults).params.top_p == 0.3
+    assert LocalBackend("unused", engine=engine)._params(Sampling()).top_p == 0.9  # the eval leaves top_p unset
+    # Without the file: the class's own defaults; a broken file: an error naming it.
+    bare = tmp_path / "bare"
+    shutil.copytree(path, bare)
+    (bare / "generation_config.json").unlink()
+    assert generation_defaults(bare) == {} and SamplingParams.resolve(generation_defaults(bare)).top_p == 1.0
+    (bare / "generation_config.json").write_text('{"top_p": "high"}')
+    with pytest.raises(CheckpointError, match="generation_config.json.*top_p"):
+        generation_defaults(bare)

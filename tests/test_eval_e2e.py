@@ -130,7 +130,7 @@ def prefill_of(payload: dict) -> str | None:
 
 MMAU_SCRIPT = {   # question → model output (after the <think>\n prefill)
     "Which of the following best describes": {"content": THINK + "B"},
-    "Based on the given audio": {"content": THINK + "Man"},
+    "Based on the given audio": {"content": THINK + "<RESPONSE>Man</RESPONSE>"},  # a wrapper the scorers see
     "What is the loudest sound": {"content": THINK + "A. thunder"},
     "Who speaks first?": {"content": "The first voice is low, so it is probably", "finish_reason": "length"},
     "Which instrument plays": {"reasoning_content": "A bright piano line.", "content": "Piano"},   # vLLM parser
@@ -179,10 +179,13 @@ def test_mmau_end_to_end(tmp_path, serve, capsys):
     r = by_id["59a98d10-a56c-4ae3-9a8d-bd16b141a70c"]
     assert r["answer"] == "B" and r["scores"] == {"normalised": 1.0, "official-raw": 0.0}
     assert r["options"][1] == "Aggressive and talking" and len(r["prompt_hash"]) == 16
-    assert r["extractor"] == {"post_think": "1", "option_text": "1"} and r["latency_s"] >= 0
+    assert r["extractor"] == {"post_think": "2", "option_text": "2"} and r["latency_s"] >= 0
     assert r["prompt_tokens"] == 50 and r["reasoning_tokens_estimated"] is True
     trunc = by_id["fixture-duplicate-choices"]
     assert trunc["answer"] is None and not trunc["parseable"] and trunc["finish_reason"] == "length"
+    wrapped = by_id["fixture-voice-source"]  # normalised reads the stripped answer, official-raw the text as given
+    assert (wrapped["answer"], wrapped["given_answer"]) == ("Man", "<RESPONSE>Man</RESPONSE>")
+    assert wrapped["scores"] == {"normalised": 1.0, "official-raw": 1.0}  # "response" is in no wrong option
     piano = by_id["fixture-stray-whitespace"]
     assert piano["reasoning"] == "A bright piano line." and piano["answer"] == "Piano"
 
@@ -192,7 +195,7 @@ def test_mmau_end_to_end(tmp_path, serve, capsys):
     assert summary["counts"]["unparseable"] == 1 and summary["counts"]["no_prediction"] == 0
     assert summary["breakdown"]["task"]["music"]["normalised"]["pass@1"] == pytest.approx(1.0)
     assert summary["breakdown"]["difficulty"]["hard"]["normalised"]["pass@1"] == 0.0
-    assert summary["extractors"] == {"post_think": "1", "option_text": "1"} and summary["wall_time_s"] > 0
+    assert summary["extractors"] == {"post_think": "2", "option_text": "2"} and summary["wall_time_s"] > 0
     assert summary["reasoning_tokens"]["n"] == 6
     assert (out / "report.md").read_text().startswith("# mmau — fake-r1 (think)")
     assert (out / "per_category.png").stat().st_size > 1000

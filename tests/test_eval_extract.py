@@ -11,7 +11,7 @@ CHOICES = ["Soft and melodic", "Aggressive and talking", "High-pitched and singi
 def test_rules_are_named_and_versioned():
     for fn in (post_think, option_text, bare_letter, number, number_spelled, extract.reference_number):
         assert isinstance(fn.NAME, str) and isinstance(fn.VERSION, str)
-    assert extract.versions(post_think, option_text) == {"post_think": "1", "option_text": "1"}
+    assert extract.versions(post_think, option_text) == {"post_think": "2", "option_text": "2"}
 
 
 @pytest.mark.parametrize("text, answer, reasoning", [
@@ -22,7 +22,7 @@ def test_rules_are_named_and_versioned():
     ("r</think>\n<answer>Woman", "Woman", "r"),                                  # unclosed wrapper
     ("r</think>\n  \n", "", "r"),                                                # closed, empty answer
 ])
-def test_post_think_takes_text_after_last_close(text, answer, reasoning):
+def test_post_think_takes_text_after_the_close(text, answer, reasoning):
     ex = post_think(text)
     assert (ex.answer, ex.reasoning, ex.parseable, ex.flags) == (answer, reasoning, True, [])
 
@@ -35,16 +35,19 @@ def test_post_think_without_close_is_unparseable():
     assert not post_think(None, think=True).parseable
 
 
-def test_multiple_think_close_is_flagged_and_last_wins():
+def test_multiple_think_close_is_flagged_and_the_first_wins():
+    """The one rule (chat.split_reasoning): the answer starts after the FIRST </think>, as the engine and the
+    server split it, so the scorer reads what a client was served; the second close is answer text."""
     ex = post_think("a</think>b</think>\nC")
-    assert ex.answer == "C" and ex.n_think_close == 2 and "multiple_think_close" in ex.flags
+    assert ex.answer == "b</think>\nC" and ex.reasoning == "a"
+    assert ex.n_think_close == 2 and "multiple_think_close" in ex.flags
 
 
 def test_no_think_mode_whole_output_is_answer():
     assert post_think("B. Aggressive and talking<|EOT|>", think=False).answer == "B. Aggressive and talking"
     assert post_think("", think=False).answer == "" and post_think("", think=False).parseable
-    ex = post_think("oops</think>\nB", think=False)
-    assert ex.answer == "B" and "think_in_no_think_mode" in ex.flags
+    ex = post_think("oops</think>\nB", think=False)  # the prompt closed the block: a </think> here is text
+    assert ex.answer == "oops</think>\nB" and ex.reasoning == "" and "think_in_no_think_mode" in ex.flags
 
 
 @pytest.mark.parametrize("answer, index, how", [

@@ -109,6 +109,12 @@ def test_policy_loss_clips():
 def test_kl_and_value_loss():
     logp = torch.tensor([[0.0, -1.0]])
     assert losses.kl_k3(logp, logp).abs().max() == 0
+    # Where they differ, by hand: k3 = exp(r) − r − 1 with r = log π_ref − log π (Schulman's estimator of
+    # KL(π ‖ π_ref) from samples of π). Swapping the arguments gives e − 2 ≈ 0.718 instead of 1/e ≈ 0.368.
+    k3 = losses.kl_k3(torch.tensor([[0.0, -1.0]]), torch.tensor([[-1.0, 0.0]]))
+    assert k3[0, 0].item() == pytest.approx(math.exp(-1.0)) and k3[0, 1].item() == pytest.approx(math.e - 2)
+    k3 = losses.kl_k3(torch.tensor([[math.log(0.5)]]), torch.tensor([[math.log(0.2)]]))
+    assert k3.item() == pytest.approx(0.4 - math.log(0.4) - 1)  # ratio π_ref/π = 0.4
     v = torch.tensor([[0.0, 0.5]], requires_grad=True)
     mask = torch.tensor([[False, True]])
     loss, st = losses.value_loss(v, torch.zeros(1, 2), torch.tensor([[0.0, 1.0]]), mask, norm="per-token", denom=1)

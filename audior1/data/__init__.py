@@ -7,6 +7,6 @@ measurements), `grounding` (is a chain of reasoning grounded in the sound?), `ma
 """
 
 from audior1.data.core import DataError
-from audior1.data.manifest import ManifestError, mcq_prompt, read_manifest, write_manifest
+from audior1.data.manifest import ManifestError, read_manifest, write_manifest
 
-__all__ = ["DataError", "ManifestError", "mcq_prompt", "read_manifest", "write_manifest"]
+__all__ = ["DataError", "ManifestError", "read_manifest", "write_manifest"]

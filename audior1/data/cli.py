@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+from audior1.chat import split_reasoning
 from audior1.data.core import SPLITS
 
 DEFAULT_FSDD = Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd" / "recordings"
@@ -54,22 +54,17 @@ def cmd_tasks(args) -> int:
     return 0
 
 
-THINK = re.compile(r"<think>(.*?)</think>", re.S)
-
-
 def reasoning_of(pred: dict, field: str | None = None) -> str:
-    """The reasoning in a prediction: `field`, else `reasoning`, else the <think> block of `response`/`output`/
-    `text`/`completion` (or the whole text when it has no think block)."""
+    """The reasoning in a prediction: `field`, else `reasoning`, else the reasoning of `response`/`output`/
+    `text`/`completion` by `chat.split_reasoning` (the text before the first `</think>`; all of it when the
+    think block is never closed)."""
     if field:
         return str(pred.get(field) or "")
     if pred.get("reasoning") is not None:
         return str(pred["reasoning"])
     for k in ("response", "output", "text", "completion"):
         if isinstance(pred.get(k), str):
-            m = THINK.search(pred[k])
-            if m:
-                return m.group(1).strip()
-            return pred[k].split("</think>")[0].replace("<think>", "").strip()
+            return split_reasoning(pred[k]).reasoning
     return ""
 
 

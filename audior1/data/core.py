@@ -31,7 +31,8 @@ NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "
 
 
 class DataError(ValueError):
-    """A data request that cannot be met (unknown task or split, ...): the CLI prints it as one line."""
+    """Data that cannot be built or used (unknown task or split, an unusable training source, ...): the CLI
+    prints it as one line naming the file, field or value."""
 
 
 def number_word(n: int) -> str:

@@ -2,8 +2,8 @@
 
 `read_manifest` validates every item and resolves audio paths to absolute ones; an error names the file, the
 line and the field. `write_manifest` writes items in the documented key order with paths made relative, so
-the same items give the same bytes. `mcq_prompt` renders a multiple-choice question exactly as Step-Audio-R1's
-benchmark scripts do. The format is documented in docs/data.md.
+the same items give the same bytes (a multiple-choice item's prompt is rendered by `chat.mcq_prompt`). The
+format is documented in docs/data.md.
 """
 
 from __future__ import annotations
@@ -19,23 +19,10 @@ REQUIRED = ("id", "audio", "question", "choices", "answer", "task", "question_ty
 RENDERINGS = ("caption", "text_question", "text_cot", "surrogate_cot")
 CATEGORIES = ("sound", "music", "speech")
 DIFFICULTIES = ("easy", "medium", "hard")
-MCQ_INSTRUCTION = ("Please choose the answer from the following options, do not provide any additional "
-                   "explanations or content: ")
 
 
 class ManifestError(ValueError):
     """A manifest line that does not follow the format (the message names file, line and field)."""
-
-
-def mcq_prompt(question: str, choices: list[str]) -> str:
-    """`{question}\\nPlease choose the answer from the following options, do not provide any additional
-    explanations or content: \\n` followed by one `A. {choice}\\n` line per option (Step-Audio-R1's prompt)."""
-    if not choices:
-        raise ValueError("mcq_prompt needs at least one choice")
-    if len(choices) > 26:
-        raise ValueError(f"mcq_prompt supports at most 26 choices, got {len(choices)}")
-    lines = "".join(f"{chr(65 + i)}. {c}\n" for i, c in enumerate(choices))
-    return f"{question}\n{MCQ_INSTRUCTION}\n{lines}"
 
 
 def _is_number(s: str) -> bool:

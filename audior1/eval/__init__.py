@@ -1,4 +1,4 @@
-"""Evaluation: the benchmarks Step-Audio-R1 reports, run the way BENCHMARKS.md pins them.
+"""Evaluation: the benchmarks Step-Audio-R1 reports, run the way docs/eval.md pins them.
 
 Modules (data flows down this list):
 - `extract`   named, versioned answer-extraction rules (post-`</think>` answer, letters ↔ options, numbers)

@@ -31,12 +31,12 @@ from typing import Iterable, Iterator, Protocol
 
 import httpx
 
-from audior1.eval.extract import THINK_CLOSE, post_think
+from audior1.chat import EOT, NO_THINK_PREFILL, OFFICIAL_LAYOUT, REASONING_END, THINK_END, THINK_PREFILL
+from audior1.eval.extract import post_think
 from audior1.eval.items import EvalItem
 
-EOT_ID = 151665
-PREFILL_THINK = "<think>\n"
-PREFILL_NO_THINK = "<think>\n\n</think>\n"
+# A remote server's tokenizer is not at hand: stop where StepFun's client stops, at <|EOT|>'s released id.
+RELEASED_EOT_ID = next(token_id for token_id, token in OFFICIAL_LAYOUT.items() if token == EOT)
 
 
 @dataclass
@@ -95,12 +95,6 @@ class RequestError(RuntimeError):
     """One request was refused (4xx): recorded for that item, the run goes on."""
 
 
-def make_completion(item_id: str, sample: int, text: str, sampling: Sampling, **usage) -> Completion:
-    """Build a Completion from raw generated text (for any backend, e.g. a local engine)."""
-    ex = post_think(text, think=sampling.mode == "think")
-    return Completion(item_id, sample, text, ex.reasoning, ex.answer, **usage)
-
-
 def local_backend(model_dir: str, *, concurrency: int = 8, dtype=None, device=None, **_) -> Backend:
     """A backend over the local inference engine (`--model DIR`); `concurrency` is its batch size."""
     return LocalBackend(model_dir, batch_size=concurrency, dtype=dtype, device=device)
@@ -124,13 +118,11 @@ class LocalBackend:
                 "hidden_size": config.text.hidden_size}
 
     def _params(self, sampling: Sampling):
-        from audior1.engine import SamplingParams
-
-        no_think = sampling.mode == "no_think"
-        return SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature,
-                              top_p=sampling.top_p or 1.0, repetition_penalty=sampling.repetition_penalty,
-                              n=sampling.n, seed=sampling.seed, think=not no_think,
-                              max_think_tokens=None if no_think else sampling.think_budget)
+        no_think = sampling.mode == "no_think"  # top_p None: the checkpoint's generation default
+        return self.engine.sampling_params(max_tokens=sampling.max_tokens, temperature=sampling.temperature,
+                                           top_p=sampling.top_p, repetition_penalty=sampling.repetition_penalty,
+                                           n=sampling.n, seed=sampling.seed, think=not no_think,
+                                           max_think_tokens=None if no_think else sampling.think_budget)
 
     def generate(self, items: list[EvalItem], sampling: Sampling, *,
                  skip: Iterable[tuple[str, int]] = ()) -> Iterator[Completion]:
@@ -254,7 +246,7 @@ def to_openai_messages(messages: list[dict]) -> list[dict]:
 class OpenAIBackend:
     def __init__(self, endpoint: str, model: str, *, concurrency: int = 4, timeout: float = 3600.0,
                  retries: int = 4, backoff: float = 2.0, api_key: str | None = None, vllm: bool = True,
-                 stop_token_ids: tuple[int, ...] = (EOT_ID,), extra_body: dict | None = None):
+                 stop_token_ids: tuple[int, ...] = (RELEASED_EOT_ID,), extra_body: dict | None = None):
         self.url, self.model = chat_url(endpoint), model
         self.concurrency, self.timeout, self.retries, self.backoff = max(1, concurrency), timeout, retries, backoff
         self.vllm, self.stop_token_ids, self.extra_body = vllm, list(stop_token_ids), dict(extra_body or {})
@@ -300,7 +292,7 @@ class OpenAIBackend:
         content = msg.get("content")
         reasoning = msg.get("reasoning_content", msg.get("reasoning"))
         if reasoning is not None and stop is None:
-            text = reasoning + (f"\n{THINK_CLOSE}\n" + content if content is not None else "")
+            text = reasoning + (REASONING_END + content if content is not None else "")
         else:
             text = (reasoning or "") + (content or "")
         return text, data.get("usage") or {}, choice.get("finish_reason")
@@ -318,24 +310,24 @@ class OpenAIBackend:
             raise EndpointError("think budgets and --no-think need an assistant prefill (a vLLM-style endpoint); "
                                 "drop --plain-openai")
         if mode == "no_think":
-            prefill = PREFILL_NO_THINK if self.vllm else None
+            prefill = NO_THINK_PREFILL if self.vllm else None
             text, usage, finish = self._request(item, sampling, sample, prefill, sampling.max_tokens)
             ex = post_think(text, think=False)
             return Completion(item.id, sample, text, "", ex.answer, usage.get("prompt_tokens"),
                               usage.get("completion_tokens"), 0, time.perf_counter() - t0, finish)
         if budget is None:
-            prefill = PREFILL_THINK if self.vllm else None
+            prefill = THINK_PREFILL if self.vllm else None
             text, usage, finish = self._request(item, sampling, sample, prefill, sampling.max_tokens)
             ex = post_think(text, think=True)
             rt, estimated = _reasoning_tokens(usage, ex.reasoning, text)
             return Completion(item.id, sample, text, ex.reasoning, ex.answer, usage.get("prompt_tokens"),
                               usage.get("completion_tokens"), rt, time.perf_counter() - t0, finish, estimated)
         # Budget forcing: reasoning up to `budget` tokens, then close the block and ask for the answer.
-        thought, u1, finish1 = self._request(item, sampling, sample, PREFILL_THINK, budget, stop=[THINK_CLOSE])
-        thought = thought.split(THINK_CLOSE)[0].rstrip()
-        answer_text, u2, finish2 = self._request(item, sampling, sample, f"{PREFILL_THINK}{thought}\n{THINK_CLOSE}\n",
+        thought, u1, finish1 = self._request(item, sampling, sample, THINK_PREFILL, budget, stop=[THINK_END])
+        thought = thought.split(THINK_END)[0].rstrip()
+        answer_text, u2, finish2 = self._request(item, sampling, sample, f"{THINK_PREFILL}{thought}{REASONING_END}",
                                                  sampling.answer_max_tokens)
-        text = f"{thought}\n{THINK_CLOSE}\n{answer_text}"
+        text = f"{thought}{REASONING_END}{answer_text}"
         ex = post_think(text, think=True)
         total = (u1.get("completion_tokens") or 0) + (u2.get("completion_tokens") or 0)
         return Completion(item.id, sample, text, ex.reasoning, ex.answer, u1.get("prompt_tokens"), total,
@@ -378,7 +370,3 @@ def _reasoning_tokens(usage: dict, reasoning: str, text: str) -> tuple[int | Non
     if total is None or not text:
         return None, True
     return round(total * len(reasoning) / len(text)), True
-
-
-def with_sampling(sampling: Sampling, **changes) -> Sampling:
-    return replace(sampling, **changes)

@@ -1,11 +1,15 @@
 """Answer extraction: named, versioned rules that turn a raw model output into the answer that is scored.
 
-Design choices (BENCHMARKS.md, "Answer extraction for reasoning outputs"):
+Design choices (docs/eval.md, "Answer extraction"; the answer rule: docs/design.md §3.5):
 - Every rule is a plain function carrying `NAME` and `VERSION` attributes; the harness records
   `{NAME: VERSION}` of every rule it used in each result file. Change a rule's behaviour → bump its VERSION.
-- `post_think` is the one place that decides what "the answer" is: the text after the LAST `</think>`.
-  No `</think>` in think mode means no answer (`answer=None`, `parseable=False`): scored wrong, counted.
-  `think=False` (the prompt already closed the think block) makes the whole output the answer.
+- `post_think` applies audior1's one rule for where the answer starts (`chat.split_reasoning`: after the
+  FIRST `</think>`, the rule the engine and server use, so a served answer and its score never disagree),
+  then removes trailing stop tokens and answer wrappers. No `</think>` in think mode means no answer
+  (`answer=None`, `parseable=False`): scored wrong, counted. `think=False` (the prompt already closed the
+  think block) makes the whole output the answer. The benchmark protocols say "after the last `</think>`";
+  the two rules differ only on outputs with several `</think>`, which are flagged `multiple_think_close` and
+  counted in every report (docs/eval.md).
 - Option rules never guess: a lowercase "a" is an English article, never option A, and "A dog barking" stays
   text unless a delimiter ("A.", "A)", "A:") or a phrase ("the answer is A") marks A as a letter.
 """
@@ -15,7 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+from audior1.chat import THINK_START, split_reasoning
+
 _TRAILING_SPECIAL = re.compile(r"(?:\s*(?:<\|EOT\|>|<\|endoftext\|>|<\|im_end\|>))+\s*$")
 _WRAPPERS = ("RESPONSE", "answer")
 _MARKDOWN = re.compile(r"^[\s*_`]+|[\s*_`]+$")
@@ -36,16 +41,17 @@ def versions(*fns) -> dict[str, str]:
 @dataclass
 class Extraction:
     answer: str | None          # None: no answer could be extracted (unparseable)
-    reasoning: str              # text before the last </think> (empty in no-think mode)
+    reasoning: str              # text before the first </think> (empty in no-think mode)
     parseable: bool
     n_think_close: int          # how many </think> the output held (>1 is logged)
     flags: list[str] = field(default_factory=list)
+    given: str | None = None    # the answer as the model wrote it (wrappers kept): what official scripts read
 
 
 def _strip_wrappers(text: str) -> str:
     text = _TRAILING_SPECIAL.sub("", text).strip()
-    if text.startswith(THINK_OPEN):
-        text = text[len(THINK_OPEN):].strip()
+    if text.startswith(THINK_START):
+        text = text[len(THINK_START):].strip()
     for tag in _WRAPPERS:
         inner = re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.S | re.I)
         if inner:                                      # "<answer>B</answer>", possibly with text around it
@@ -56,29 +62,20 @@ def _strip_wrappers(text: str) -> str:
     return text
 
 
-@versioned("post_think", "1")
+@versioned("post_think", "2")
 def post_think(text: str | None, think: bool = True) -> Extraction:
-    """The answer is the text after the last `</think>`; wrappers and special tokens are stripped.
+    """The answer after the first `</think>` (`chat.split_reasoning`), trailing stop tokens and wrappers removed.
 
     think=True: no `</think>` → answer None (truncated or never closed). think=False: the prompt closed the
-    think block, so the whole output is the answer (a `</think>` found anyway still splits, and is flagged).
+    think block, so the whole output is the answer (a `</think>` in it is flagged, and stays text).
     """
-    text = text or ""
-    n_close = text.count(THINK_CLOSE)
-    flags = ["multiple_think_close"] if n_close > 1 else []
-    if n_close == 0:
-        if think:
-            reasoning = _TRAILING_SPECIAL.sub("", text).strip()
-            reasoning = reasoning[len(THINK_OPEN):].strip() if reasoning.startswith(THINK_OPEN) else reasoning
-            return Extraction(None, reasoning, False, 0, flags + ["no_think_close"])
-        return Extraction(_strip_wrappers(text), "", True, 0, flags)
-    head, _, tail = text.rpartition(THINK_CLOSE)
-    reasoning = head.strip()
-    if reasoning.startswith(THINK_OPEN):
-        reasoning = reasoning[len(THINK_OPEN):].strip()
-    if not think:
+    split = split_reasoning(_TRAILING_SPECIAL.sub("", text or ""), in_reasoning=think)
+    flags = ["multiple_think_close"] if split.closings > 1 else []
+    if not think and split.closings:
         flags.append("think_in_no_think_mode")
-    return Extraction(_strip_wrappers(tail), reasoning, True, n_close, flags)
+    if not split.closed:
+        return Extraction(None, split.reasoning, False, split.closings, flags + ["no_think_close"])
+    return Extraction(_strip_wrappers(split.answer), split.reasoning, True, split.closings, flags, split.answer)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -99,13 +96,29 @@ _PREFIXED = re.compile(r"^(?:\(([A-Z])\)|([A-Z])[.:)])\s*(.+)$", re.S)  # B. tex
 _PHRASE = re.compile(
     r"(?:answer|option|choice)\s*(?:is|would be|:|=)?\s*(?:option\s+|choice\s+)?[:\s]*"
     r"\(?\**([A-Z])\**\)?(?=($|[.,:;)!*\n]|\s+\w))", re.I)
+_WORD_FOLLOWS = re.compile(r"[ \t]+\w")   # the lookahead above found a word on the same line, not a delimiter
+
+
+def _option_starting(text: str, choices: list[str]) -> int | None:
+    """The option whose normalised text `text` starts with, as whole words (the longest when several do)."""
+    best, best_len = None, 0
+    for i, c in enumerate(choices):
+        option = _norm(c)
+        if (option and len(option) > best_len and text.startswith(option)
+                and (len(text) == len(option) or not text[len(option)].isalnum())):
+            best, best_len = i, len(option)
+    return best
 
 
 def option_index(answer: str | None, choices: list[str]) -> tuple[int | None, str]:
     """Which presented option an answer names, and how it was recognised.
 
     Order: whole-text match of an option (first of duplicates) → bare letter → letter with a delimiter →
-    a phrase "answer is B" / "Answer: (B)" (the letter itself must be upper case) → None ("text").
+    an answer statement "The answer is B.", "Answer: (B)", "Option B" (the first one; the letter itself must be
+    upper case) → None ("text"). In a statement the letter ends at punctuation, a line break or the end ("The
+    answer is A." is option A, as MMSU's official rule reads it too); a letter followed by words on the same
+    line is read as an option's text when those words are one ("The answer is A dog barking": the longest
+    such option), else as the letter, except "A" and "I", which are English words there.
     """
     if not answer or not choices:
         return None, "empty" if not answer else "text"
@@ -127,28 +140,29 @@ def option_index(answer: str | None, choices: list[str]) -> tuple[int | None, st
         letter = m.group(1)
         if not (letter.isupper() and letter in valid):     # "the answer is a dog" is not option A
             continue
-        if m.group(2).strip():                              # "answer is A dog barking": a word follows
-            rest = _norm(s[m.start(1):])
-            named = [i for i, c in enumerate(choices) if _norm(c) and rest.startswith(_norm(c))]
-            if named:
-                return named[0], "answer_phrase_text"
+        if _WORD_FOLLOWS.fullmatch(m.group(2)):             # "answer is A dog barking": a word follows
+            named = _option_starting(_norm(s[m.start(1):]), choices)
+            if named is not None:
+                return named, "answer_phrase_text"
             if letter in ("A", "I"):                        # an article or a pronoun, not a letter
                 continue
         return valid.index(letter), "answer_phrase"
     return None, "text"
 
 
-@versioned("option_text", "1")
+@versioned("option_text", "2")
 def option_text(answer: str | None, choices: list[str]) -> str | None:
-    """Map a letter answer ("B", "B.", "(B)", "B. text", "The answer is B") to the option's text; keep
-    anything else unchanged so the official matching rule judges it."""
+    """Map a letter answer ("B", "B.", "(B)", "B. text", "The answer is B.", "Answer: B") to the option's text;
+    keep anything else unchanged so the official matching rule judges it. (v2: "The answer is A." / "(A)." /
+    "I." are read as the letter, v1 took A and I before punctuation for words; option text after the letter
+    must match whole words, the longest option winning, where v1 took the first option that was a prefix.)"""
     i, how = option_index(answer, choices)
     if i is None or how == "option_text":
         return answer
     return choices[i]
 
 
-@versioned("bare_letter", "1")
+@versioned("bare_letter", "2")
 def bare_letter(answer: str | None, choices: list[str]) -> str | None:
     """MMSU: turn an answer that names an option (by letter or by its exact text) into the bare letter;
     anything else is returned unchanged for the official first/second-to-last character rule."""

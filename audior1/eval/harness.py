@@ -103,12 +103,12 @@ def _record(bench: ModuleType, item: EvalItem, c: Completion, sampling: Sampling
         scores = {s: 0.0 for s in bench.SCORERS}
         details = {}
     else:
-        scores, details = bench.score(item, ex.answer, judge)
+        scores, details = bench.score(item, ex.answer, judge, given_answer=ex.given)
     return {
         "id": item.id, "sample": c.sample, "prompt_hash": item.prompt_hash(), "options": item.choices,
         "reference": item.answer, "fields": item.fields, "mode": sampling.mode,
         "think_budget": sampling.think_budget,
-        "raw": c.text, "reasoning": ex.reasoning, "answer": ex.answer,
+        "raw": c.text, "reasoning": ex.reasoning, "answer": ex.answer, "given_answer": ex.given,
         "parseable": ex.parseable and not c.error, "n_think_close": ex.n_think_close, "flags": ex.flags,
         "extractor": extract.versions(*bench.EXTRACTORS),
         "scores": scores, "details": details,

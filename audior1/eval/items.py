@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audior1.chat import MCQ_TEMPLATE as MC_TEMPLATE  # noqa: F401 - re-exported for the benchmarks
+from audior1.chat import mcq_prompt as mc_text  # noqa: F401
 from audior1.eval.extract import letters
 
 
@@ -86,15 +88,8 @@ def sha256_file(path: str | Path) -> str:
 # Prompts
 # ---------------------------------------------------------------------------------------------------------
 
-# Step-Audio-R1's released multiple-choice prompt (MMAU, MMSU, MMAR): text, then audio.
-MC_TEMPLATE = ("{question}\nPlease choose the answer from the following options, do not provide any additional "
-               "explanations or content: \n{options}")
-
-
-def mc_text(question: str, choices: list[str], template: str = MC_TEMPLATE) -> str:
-    """One line per option, `A. {choice}\\n`, in the presented order."""
-    options = "".join(f"{letter}. {c}\n" for letter, c in zip(letters(len(choices)), choices))
-    return template.format(question=question, options=options)
+# Step-Audio-R1's released multiple-choice prompt (MMAU, MMSU, MMAR: text, then audio) is chat's `MCQ_TEMPLATE`,
+# rendered by `chat.mcq_prompt` (imported here as `MC_TEMPLATE` / `mc_text`).
 
 
 # ---------------------------------------------------------------------------------------------------------

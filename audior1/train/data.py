@@ -7,7 +7,7 @@ Design choices
   separately (rather than the whole conversation at once) guarantees that the token boundary at
   `<think>\\n` is the one inference uses, whatever the tokenizer merges.
 - Prompts render text first, then audio, as the evaluation harness does; multiple-choice questions use
-  `mcq_prompt` (Step-Audio-R1's benchmark prompt).
+  `chat.mcq_prompt` (Step-Audio-R1's benchmark prompt).
 - The mixture draws sources with probability ∝ weight; within a source items come in a fresh seeded
   permutation each epoch. The draw sequence is a pure function of (seed, position) and per-source counters,
   so the data position is a few integers, saved in every checkpoint: a resumed run sees the same batches.
@@ -39,17 +39,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from audior1 import audio as audio_lib
-from audior1.chat import encode_prompt, format_target
-from audior1.data.manifest import mcq_prompt, read_manifest
-from audior1.model import IGNORE_INDEX
+from audior1.chat import THINK_PREFILL, encode_prompt, format_target, mcq_prompt
+from audior1.config import IGNORE_INDEX
+from audior1.data.core import DataError  # unusable training data: one error type for all data
+from audior1.data.manifest import read_manifest
 from audior1.processor import collate_mels
 from audior1.train.config import Source
-
-THINK_PREFIX = "<think>\n"  # the generation prompt ends with it; targets start after it
-
-
-class DataError(ValueError):
-    """Unusable training data (with `strict`: names the file)."""
 
 
 # ---- items and renderings -----------------------------------------------------------------------
@@ -116,8 +111,8 @@ def user_message(text: str, audio_parts: list[dict]) -> list[dict]:
 def target_text(reasoning: str, answer: str) -> str:
     """What the model writes after the generation prompt: `{reasoning}\\n</think>\\n{answer}`."""
     full = format_target(reasoning, answer)
-    assert full.startswith(THINK_PREFIX)
-    return full[len(THINK_PREFIX):]
+    assert full.startswith(THINK_PREFILL)  # the generation prompt ends with it; targets start after it
+    return full[len(THINK_PREFILL):]
 
 
 # ---- audio: clips, the encoder-output cache ----------------------------------------------------

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from audior1.model import IGNORE_INDEX
+from audior1.config import IGNORE_INDEX
 
 LOGIT_CHUNK_ROWS = 1024
 

@@ -5,10 +5,11 @@
 completion: `answer` (option text or number string), `choices` (list or None), and anything else a reward
 wants (`task`, …); rewards ignore columns they do not use.
 
-Answer matching is the evaluation harness's own (`audior1.eval`): the answer is the text after the last
-`</think>` (no `</think>` → no answer → wrong), and it is scored with the synthetic benchmark's "exact" rule
-(the option named by its text or letter must be the reference option; numbers are normalised). Training and
-evaluation therefore can never disagree about what is correct.
+Answer matching is the evaluation harness's own (`audior1.eval`): the answer is the text after the first
+`</think>` (`chat.split_reasoning`, the rule the engine and server use; no `</think>` → no answer → wrong),
+scored with the synthetic benchmark's "exact" rule (the option named by its text or letter must be the
+reference option; numbers are normalised). Training and evaluation therefore can never disagree about what
+is correct.
 
 The paper's rewards: audio `0.8·correct + 0.2·format`, where format = "reasoning present" (exactly one
 `</think>`, with non-blank text before it); text `correct`. Without the format term reasoning collapses (paper §4).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from audior1.chat import split_reasoning
 from audior1.eval import extract
 from audior1.eval.benchmarks import synthetic
 from audior1.eval.items import EvalItem
@@ -35,12 +37,10 @@ def is_correct(completion: str, answer: str, choices: list[str] | None = None) -
 
 
 def has_reasoning(completion: str) -> bool:
-    """A well-formed, non-empty think block: exactly one `</think>`, with non-blank text before it (a run of
-    stray `</think>` tags is not reasoning)."""
-    if completion.count(extract.THINK_CLOSE) != 1:
-        return False
-    head = completion.split(extract.THINK_CLOSE, 1)[0].replace(extract.THINK_OPEN, "")
-    return bool(head.strip())
+    """A well-formed, non-empty think block: exactly one `</think>`, with non-blank reasoning before it (a run
+    of stray `</think>` tags is not reasoning). `chat.split_reasoning` says what the reasoning is."""
+    split = split_reasoning(completion)
+    return split.closings == 1 and bool(split.reasoning)
 
 
 def correct(completions: list[str], answer: list[str], choices: list | None = None, **_) -> list[float]:
