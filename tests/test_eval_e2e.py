@@ -26,7 +26,7 @@ class FakeServer:
     {"content", "reasoning_content"?, "finish_reason"?, "usage"?} or an HTTP status code."""
 
     def __init__(self, responder):
-        self.responder, self.requests, self.lock = responder, [], threading.Lock()
+        self.responder, self.requests, self.authorizations, self.lock = responder, [], [], threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,6 +51,7 @@ class FakeServer:
                 payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server.lock:
                     server.requests.append(payload)
+                    server.authorizations.append(self.headers.get("Authorization"))
                 out = server.responder(payload)
                 if isinstance(out, int):
                     self._send(out, {"error": {"message": "scripted failure"}})

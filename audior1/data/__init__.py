@@ -2,7 +2,8 @@
 
 Modules: `dsp` (signal building blocks), `core` (items, seeding, balance), `sound` / `compose` / `speech`
 (task families), `synth` (registry and builder), `fsdd` (real spoken digits), `measure` (independent acoustic
-measurements), `grounding` (is a chain of reasoning grounded in the sound?), `manifest` (JSONL I/O, MCQ prompt),
+measurements), `refusal` ("I cannot hear audio" and other wrong self-cognition), `grounding` (is a chain of
+reasoning grounded in the sound?), `manifest` (JSONL I/O, MCQ prompt),
 `stats` (summaries and spectrograms), `cli` (the `audior1 data ...` commands). See docs/data.md.
 """
 

@@ -29,6 +29,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from audior1.data.dsp import note_to_midi
+from audior1.data.refusal import is_refusal
 
 NUM_WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
@@ -88,10 +89,6 @@ ACOUSTIC_TERMS = re.compile(
     r"beep\w*|click\w*|tick\w*|chime\w*|drum\w*|whistl\w+|ring\w*)\b", re.I)
 SURROGATE_TERMS = re.compile(r"\b(transcript\w*|caption\w*|the text says|the words say|written|subtitle\w*|"
                              r"metadata|tagger|tags?|according to the (?:description|text))\b", re.I)
-REFUSAL = re.compile(r"\b(?:i\s+(?:can(?:no|')?t|am\s+(?:not\s+able|unable)\s+to|do\s+not\s+have\s+the\s+"
-                     r"ability\s+to|don't\s+have\s+the\s+ability\s+to)\s+(?:hear|listen|process|access|play)|"
-                     r"as\s+a\s+text[- ]based|i\s+(?:do\s+not|don't)\s+have\s+access\s+to\s+(?:the\s+)?audio)",
-                     re.I)
 SPEECH_VERB = re.compile(r"\b(says?|said|saying|announc\w*|reads?|spoken|speaks?|utter\w*|words?|transcript|"
                          r"voice|speaker)\b\W*$", re.I)
 NEGATION = re.compile(r"\bnot\b|n't\b|\bnever\b|\bno\b")
@@ -367,7 +364,7 @@ def grounding_score(reasoning: str, meta: dict | None = None, answer: str | None
     (the item's answer text), a measurement that merely restates it ("105-120 BPM") is not counted as evidence
     for `ok`."""
     vocab = vocabulary_score(reasoning)
-    refusal = bool(REFUSAL.search(reasoning))
+    refusal = is_refusal(reasoning)
     if not meta:
         return GroundingReport(0, 0, 0, vocab, vocab, refusal=refusal, mode="vocabulary")
     claims, quotes = extract_claims(reasoning, meta)

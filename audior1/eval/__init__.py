@@ -6,7 +6,8 @@ Modules (data flows down this list):
 - `items`     `EvalItem`, record reading and schema checks, the multiple-choice prompt
 - `benchmarks/` one small module per benchmark: loader, prompt builder, scorers
 - `backends`  where completions come from (OpenAI-compatible endpoint; a hook for the local engine)
-- `judge`     LLM judges over any OpenAI-compatible endpoint, with prompt files and a disk cache
+- `judge`     LLM judges over any OpenAI-compatible endpoint, with prompt files and a disk cache (also the
+              refusal judge, for what `audior1.data.refusal`'s patterns miss)
 - `harness`   resumable runs and think-budget sweeps
 - `report`    summaries, markdown, plots, comparison
 - `cli`       `audior1 eval …`

@@ -95,3 +95,46 @@ class Judge:
 
     def close(self) -> None:
         self.client.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The refusal judge: what audior1.data.refusal's patterns miss
+# ---------------------------------------------------------------------------------------------------------
+
+
+class JudgeReplyError(ValueError):
+    """A judge replied something other than the exact words its prompt asks for."""
+
+
+def refusal_judge(texts: list[str], endpoint: str, model: str, api_key: str | None = None, *,
+                  cache_dir: str | Path | None = None, concurrency: int = 4, max_tokens: int = 16,
+                  timeout: float = 120.0, retries: int = 4) -> list[bool]:
+    """Is each text a refusal or wrong self-cognition ("I cannot hear audio", "as a text-based model…")?
+
+    Texts `audior1.data.refusal` flags are True without a call; only the rest are asked of the judge model
+    at `endpoint` (any OpenAI-compatible server), with the fixed prompt `eval/prompts/refusal_judge.txt` at
+    temperature 0. Its reply must be exactly YES or NO (surrounding whitespace aside); anything else raises
+    `JudgeReplyError` naming the reply. Replies are cached like every judge's (`cache_dir`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from audior1.data.refusal import is_refusal
+
+    flags = [is_refusal(t) for t in texts]
+    todo = [i for i, f in enumerate(flags) if not f]
+    if not todo:
+        return flags
+    judge = Judge(endpoint, model, default_prompt("refusal_judge.txt"), max_tokens=max_tokens,
+                  cache_dir=cache_dir, api_key=api_key, concurrency=concurrency, timeout=timeout, retries=retries)
+    try:
+        judge.check()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            replies = list(pool.map(lambda i: judge.ask(judge.render(text=texts[i])), todo))
+    finally:
+        judge.close()
+    for i, reply in zip(todo, replies):
+        verdict = reply.strip()
+        if verdict not in ("YES", "NO"):
+            raise JudgeReplyError(f"refusal judge {model} at {judge.url} replied {reply!r} to text {i}, "
+                                  f"expected exactly YES or NO (the reply is cached under {judge.cache_dir})")
+        flags[i] = verdict == "YES"
+    return flags
