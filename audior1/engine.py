@@ -132,6 +132,7 @@ class _Sample:
         self.streamed = 0  # characters of `text` already sent to the callback
         self.reasoning = request.starts_in_reasoning  # inside the think block now
         self.reasoning_end: int | None = None  # where "</think>" starts in text
+        self._reasoning_from: int | None = None  # where the reasoning starts (after a leading `<think>`), once known
         self.answer_start: int | None = None if self.reasoning else 0  # where the answer starts in text
         self.reasoning_tokens = 0
         self.forced: list[int] = []
@@ -147,11 +148,19 @@ class _Sample:
             self._uniforms = torch.rand(64, generator=self.generator, dtype=torch.float64).tolist()[::-1]
         return self._uniforms.pop()
 
+    def reasoning_from(self) -> int | None:
+        """Where the reasoning starts in `text`, None while a leading `<think>` may still be forming. Found once
+        and kept, so a long chain costs nothing per token."""
+        if self._reasoning_from is None:
+            head = self.text if self.reasoning_end is None else self.text[: self.reasoning_end]
+            self._reasoning_from = reasoning_start(head)
+        return self._reasoning_from
+
     def regions(self):
         """(kind, start, end) of the reasoning and the answer in `text` as far as they are known."""
         if self.request.starts_in_reasoning:
             end = len(self.text) if self.reasoning_end is None else self.reasoning_end
-            start = reasoning_start(self.text[:end])
+            start = self.reasoning_from()
             yield "reasoning", end if start is None else start, end
         if self.answer_start is not None:
             yield "answer", self.answer_start, len(self.text)
@@ -531,6 +540,7 @@ class Engine:
             return False
         at, s.stop_reason = min(hits)
         s.text = s.text[:at]
+        s._reasoning_from = None  # the cut may reach into a leading `<think>`: find the start again
         return True
 
     def _flush(self, s: _Sample, final: bool) -> None:
@@ -591,7 +601,7 @@ class Engine:
 def _holdback(s: _Sample) -> int:
     """Characters at the end of the text that might still become `</think>`, a stop string, or (before any
     reasoning is known) the leading `<think>` that is not part of the reasoning."""
-    if s.reasoning and reasoning_start(s.text) is None:
+    if s.reasoning and s.reasoning_from() is None:
         return len(s.text)
     candidates = list(s.params.stop) + ([THINK_END] if s.reasoning else [])
     hold, text = 0, s.text

@@ -1,5 +1,6 @@
-"""Shared fixtures: where the third-party audio lives, and a skip when it is absent."""
+"""Shared fixtures: where the third-party audio lives, and a skip when it is absent; tiny models; resume checks."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,23 @@ def tiny_model(seed=0, **text_overrides):
     model = StepAudioR1ForCausalLM(cfg)
     model.init_weights(seed, std=0.2)
     return model.eval()
+
+
+def mark_history(out_dir: Path) -> None:
+    """Before a resume: tag every record already in `out_dir/metrics.jsonl`, so `assert_resumed` can tell the
+    steps the resumed run kept from the ones it computed itself."""
+    path = Path(out_dir) / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    path.write_text("".join(json.dumps({**r, "before_resume": True}) + "\n" for r in records))
+
+
+def assert_resumed(out_dir: Path, step: int) -> None:
+    """A resume really resumed at `step`: it says so in its log, and it recomputed none of steps 1..step (their
+    `train` records are the tagged ones from before, one per step; every later one is new)."""
+    records = [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines() if line]
+    said = [r.get("message", "") for r in records if r["kind"] == "info" and "before_resume" not in r]
+    assert any(m.startswith(f"resumed at step {step} from ") for m in said), said
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == sorted({r["step"] for r in train}), "a step was logged twice"
+    assert all(r.get("before_resume", False) == (r["step"] <= step) for r in train), \
+        [(r["step"], r.get("before_resume", False)) for r in train]

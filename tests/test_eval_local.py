@@ -25,10 +25,13 @@ def test_local_backend_yields_every_sample_and_honours_budgets(tmp_path, tiny_di
     done = list(backend.generate(items, sampling, skip={(items[0].id, 0)}))
     assert sorted((c.item_id, c.sample) for c in done) == sorted(
         [(items[0].id, 1)] + [(i.id, s) for i in items[1:] for s in range(2)])
+    closing = len(backend.engine.tokenizer.encode("\n</think>\n"))
     for c in done:
         assert c.prompt_tokens > 0 and c.completion_tokens <= 24
-        # The budget closes the think block after 4 reasoning tokens (+ the forced closing tokens).
-        assert "</think>" in c.text and c.answer is not None
+        # The budget closes the think block after 4 reasoning tokens (+ the forced closing tokens): the
+        # reasoning stayed within the budget, and the model went on to answer.
+        assert "</think>" in c.text and c.answer is not None and c.forced_close
+        assert 4 < c.reasoning_tokens <= 4 + closing
     again = list(backend.generate(items, sampling, skip={(items[0].id, 0)}))
     assert [c.text for c in again] == [c.text for c in done]  # seeded: reproducible
     no_think = list(backend.generate(items[:1], Sampling(temperature=0, max_tokens=8, think=False)))

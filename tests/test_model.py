@@ -199,3 +199,32 @@ def test_official_presets_have_the_released_sizes(name, billions, tensors):
     assert "encoder.blocks.0.attn.key.bias" not in sd
     assert sd["adapter.linear1.weight"].shape == (2048, 1280)
     assert not model.encoder.positional_embedding.weight.requires_grad
+
+
+def test_activation_checkpointing_recomputes_in_backward():
+    """With checkpointing on, every decoder layer and encoder block runs its forward twice per training step
+    (once, then again during backward) and the gradients are unchanged; off, once."""
+    model = tiny_model().train()
+    ids = torch.randint(10, 1000, (2, 24), generator=torch.Generator().manual_seed(3))
+    mels = torch.randn(1, 128, 100, generator=torch.Generator().manual_seed(4))
+    patch = model.config.audio_patch_token_id
+    ids[0, 2:2 + model.audio_embeddings(mels, torch.tensor([100])).shape[0]] = patch
+    calls = []
+    modules = [*model.model.layers, *model.encoder.blocks]
+    for i, m in enumerate(modules):
+        m.register_forward_pre_hook(lambda *_, i=i: calls.append(i))  # a recompute may stop early: count starts
+
+    def step() -> list[torch.Tensor]:
+        calls.clear()
+        model.zero_grad()
+        model(ids, labels=ids, audio_mels=mels, audio_mel_lens=torch.tensor([100])).loss.backward()
+        return [p.grad.clone() for p in (model.lm_head.weight, model.model.layers[0].mlp.up_proj.weight,
+                                         model.encoder.blocks[0].mlp[0].weight)]
+
+    plain = step()
+    assert sorted(calls) == sorted(range(len(modules)))
+    model.set_gradient_checkpointing(True)
+    recomputed = step()
+    assert sorted(calls) == sorted(2 * list(range(len(modules))))
+    for a, b in zip(plain, recomputed):
+        assert torch.allclose(a, b, atol=1e-6)

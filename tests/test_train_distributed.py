@@ -12,6 +12,7 @@ import torch
 
 from audior1.train.cli import main
 from audior1.train.logging import read_metrics
+from conftest import assert_resumed, mark_history
 
 
 TOY_REWARD = '''
@@ -162,7 +163,9 @@ def test_ppo_with_kl_resumed_under_two_processes_matches_one(assets, tmp_path):
         sys.path.remove(str(tmp_path))
     two = f"out_dir={tmp_path / 'two'}"
     torchrun(["rl", "--algo", "ppo", "--config", str(path), two, "max_steps=1"], tmp_path)
+    mark_history(tmp_path / "two")
     torchrun(["rl", "--algo", "ppo", "--config", str(path), two, "--resume"], tmp_path)
+    assert_resumed(tmp_path / "two", 1)
     keys = ("reward", "entropy", "value_loss", "ref_kl", "approx_kl", "policy_loss")
     one, two = series(tmp_path / "one", "train", keys), series(tmp_path / "two", "train", keys)
     assert [r[0] for r in two] == [1, 2] and one[1][4] > 0  # the policy moved away from the reference

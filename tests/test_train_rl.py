@@ -10,6 +10,7 @@ import torch
 from audior1.train import losses, rewards
 from audior1.train.cli import main
 from audior1.train.logging import CollapseAlarm, read_metrics
+from conftest import assert_resumed, mark_history
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +67,9 @@ def test_rl_resume_continues_identically(assets, tmp_path):
                                                                      eval_every=0))]) == 0
     cfg = write_config(tmp_path / "b.yaml", assets, part, eval_every=0, max_steps=1)
     assert main(["rl", "--algo", "ppo", "--config", str(cfg)]) == 0
+    mark_history(part)
     assert main(["rl", "--algo", "ppo", "--config", str(cfg), "--resume", "max_steps=2"]) == 0
+    assert_resumed(part, 1)
     a = [r for r in read_metrics(full / "metrics.jsonl") if r["kind"] == "train"]
     b = [r for r in read_metrics(part / "metrics.jsonl") if r["kind"] == "train"]
     assert [r["step"] for r in b] == [1, 2]

@@ -151,6 +151,8 @@ def start(cfg, resume) -> Run:
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
         (Path(cfg.out_dir) / "config.yaml").write_text(dump_yaml(cfg))
         where = f"resuming from {resume_from}" if resume_from else f"starting from {cfg.model}"
+        if resume and not resume_from:  # `--resume` with nothing to resume is a fresh start: say so
+            where = f"--resume: no checkpoint in {cfg.out_dir}, so step 0; {where}"
         log.info(f"{where}; {n_trainable:,} trainable parameters ({', '.join(cfg.trainable)}); "
                  f"{d.world} process(es) on {d.device}; dtype {cfg.dtype}")
     return Run(cfg, d, model, processor, store, log, resume_from, start_dir, n_trainable, weights=weights)
@@ -235,7 +237,9 @@ class Checkpointer:
             obj.load_state_dict(ts[name])
         state.load_optimizers(ckpt, self.optimizers)
         state.load_rng(ckpt, self.run.d.rank)
-        return ts["step"]
+        step = ts["step"]
+        self.run.log.info(f"resumed at step {step} from {ckpt}: steps 1-{step} are not recomputed", step)
+        return step
 
     def save(self, step: int) -> Path:
         """Write checkpoint `step` atomically (a collective: every process calls it)."""
