@@ -80,3 +80,31 @@ def test_same_seed_same_bytes(recordings, tmp_path):
 def test_wrong_directory_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError, match="no FSDD recordings"):
         fsdd.build(tmp_path, tmp_path / "out", "test", 1)
+
+
+def test_digit_events_follow_the_schema_and_agree_with_the_metadata(built):
+    """Each spoken digit is an event of kind "digit" with its value, speaker and source file, in time order;
+    the speech segment holds the transcript (and the speaker's median pitch for fsdd_speaker)."""
+    from test_data_synth import disagreements
+
+    from audior1.data.manifest import meta_problems
+    for items in built.values():
+        for it in items:
+            m = it["meta"]
+            assert meta_problems(m) == [] and disagreements(it) == [], (it["id"], meta_problems(m), disagreements(it))
+            assert [e["text"] for e in m["events"]] == m["transcript"].split()
+            speech = next(s for s in m["segments"] if s["name"] == "speech")
+            assert speech["events"] == [e["index"] for e in m["events"]]
+            if it["task"] == "fsdd_speaker":
+                assert speech["f0_hz"] == m["f0_hz"]
+
+
+def test_speaker_surrogate_guesses_independently(built):
+    """The transcript does not say who speaks: the surrogate chain's pick is a guess, not the answer."""
+    items = [it for its in built.values() for it in its if it["task"] == "fsdd_speaker"]
+    assert all(it["surrogate_cot"].endswith(f"pick the answer {it['surrogate_answer']}.") for it in items)
+    assert all(it["surrogate_answer"] in it["choices"] for it in items)
+    assert sum(it["surrogate_answer"] != it["answer"] for it in items) >= len(items) // 3
+    # digits and sums are read off the transcript: those surrogate chains reach the answer, and say so
+    arith = [it for its in built.values() for it in its if it["task"] in ("fsdd_digit", "fsdd_arith")]
+    assert all(it["surrogate_answer"] == it["answer"] for it in arith)

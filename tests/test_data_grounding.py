@@ -153,3 +153,28 @@ def test_verify_grounding_command(tmp_path, capsys):
     assert len(rows) == 7
     assert [r["ok"] for r in rows[:6]] == [True, False, True, False, True, False]
     assert rows[-1]["mode"] == "vocabulary" and rows[-1]["score"] > 0
+
+
+def test_meta_key_units_cannot_collide():
+    """Numbers are read by their key's unit suffix: `_sec` and `_s` are seconds, `_dbfs` a level, and rates
+    (`_per_sec`, `_wpm`) are never seconds: 'words_per_s' used to make "4.8 s" look grounded."""
+    from audior1.data.grounding import key_unit
+    assert [key_unit(k) for k in ("onset_sec", "durations_s", "level_dbfs", "snr_db", "f0_hz", "bpm",
+                                  "interval_semitones", "words_per_sec", "speaking_rate_wpm", "rate_wpm")] == \
+        ["s", "s", "db", "db", "hz", "bpm", "semitones", None, None, None]
+    meta = {"events": [{"kind": "speech", "index": 1, "position": {"of_kind": 1}, "onset_sec": 0.2,
+                        "duration_sec": 1.5, "level_dbfs": -22.0, "words_per_sec": 4.8}]}
+    facts = facts_from_meta(meta)
+    assert facts.numbers["s"] == [0.2, 1.5] and facts.numbers["db"] == [-22.0]
+    assert grounding_score("The speech lasts about 1.5 s.", meta).grounded == 1
+    assert grounding_score("The speech lasts about 4.8 s.", meta).contradicted == 1
+
+
+@pytest.mark.parametrize("task", [t for t in synth.FAMILIES if t not in ("word_count",)])
+def test_surrogate_chains_measure_nothing(task):
+    """The surrogate chain (now ending on its own guess) still states no measurement, so it is never kept."""
+    if synth.FAMILIES[task].needs_speech and not speech.available():
+        pytest.skip(f"{task} needs espeak-ng")
+    for i in range(4):
+        it, _ = synth.make_item(task, "test", 6, i)
+        assert not grounding_score(it["surrogate_cot"], it["meta"], it["surrogate_answer"]).ok, it["id"]

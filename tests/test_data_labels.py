@@ -197,3 +197,29 @@ def test_labels_match_measurements(task):
                 CHECKS[task](item, audio[0])
             except AssertionError as e:
                 raise AssertionError(f"{item['id']} ({item['difficulty']}): {e}") from None
+
+
+TIMED = ("pitch_compare", "melody_contour", "interval_size", "duration_compare", "pitch_and_duration",
+         "high_low_count", "melody_range", "count_events", "timbre", "trap_pitch", "trap_count")
+
+
+@pytest.mark.parametrize("task", TIMED)
+def test_event_records_match_the_audio(task):
+    """`meta.events` says where each tone, beep or note is: the energy detector finds one sound per record,
+    starting within 30 ms of its onset_sec, lasting within 40 ms of its duration_sec, at its f0_hz (±3%)."""
+    if FAMILIES[task].needs_speech and not speech.available():
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    for seed in SEEDS:
+        for i in range(N):
+            item, audio = make_item(task, "test", seed, i)
+            m, x = item["meta"], audio[0]
+            ev = [e for e in m["events"] if e["kind"] in ("tone", "beep", "note")]
+            if not ev:  # clicks
+                continue
+            start = m["speech_end_s"] + 0.05 if "speech_end_s" in m else 0.0
+            segs = [(a + start, b + start) for a, b in measure.segments(x[int(start * 16000):], **TONES)]
+            assert len(segs) == len(ev), (item["id"], segs)
+            for e, (a, b) in zip(ev, segs):
+                assert abs(a - e["onset_sec"]) < 0.03 and abs((b - a) - e["duration_sec"]) < 0.04, (item["id"], e)
+                f = measure.peak_hz(x[int(a * 16000):int(b * 16000)])
+                assert abs(f / e["f0_hz"] - 1) < 0.03, (item["id"], e, f)

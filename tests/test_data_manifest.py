@@ -75,3 +75,42 @@ def test_duplicate_ids_and_missing_manifest(root):
 def test_audio_check_can_be_skipped(root):
     path = write_lines(root / "m.jsonl", [item(audio=["elsewhere/x.wav"])])
     assert read_manifest(path, check_files=False)[0]["audio"] == [str(root / "elsewhere" / "x.wav")]
+
+
+def schema_meta(**changes):
+    """A well-formed per-event meta (two tones over background noise), with `changes` applied to event 0."""
+    ev = [{"kind": "tone", "index": 1, "position": {"of_kind": 1}, "onset_sec": 0.1, "duration_sec": 0.4,
+           "f0_hz": 440.0, "note": "A4", "level_dbfs": -20.0},
+          {"kind": "tone", "index": 2, "position": {"of_kind": 2}, "onset_sec": 0.7, "duration_sec": 0.4,
+           "f0_hz": 660.0, "note": "E5", "level_dbfs": -20.0}]
+    ev[0].update(changes)
+    bg = {"colour": "pink", "snr_db": 20.0, "level_dbfs": -40.0}
+    return {"events": ev, "segments": [{"name": "tones", "onset_sec": 0.1, "duration_sec": 1.0, "events": [1, 2]},
+                                       {"name": "background", "onset_sec": 0.0, "duration_sec": 1.3, "events": [],
+                                        **bg}],
+            "clip": {"duration_sec": 1.3, "level_dbfs": -22.0, "background": bg}}
+
+
+def test_meta_schema_problems_are_named():
+    from audior1.data.manifest import meta_problems
+    assert meta_problems(schema_meta()) == []
+    for changes, says in [({"kind": "thing"}, "events[0].kind"), ({"index": 2}, "events[0].index"),
+                          ({"onset_sec": 1.2}, "ends at"), ({"words_per_s": 3.0}, "ending in '_s'"),
+                          ({"position": {}}, "of_kind"), ({"level_dbfs": None}, "level_dbfs"),
+                          ({"f0_hz": "high"}, "f0_hz"), ({"onset_sec": 0.8}, "time order")]:
+        problems = meta_problems(schema_meta(**changes))
+        assert any(says in p for p in problems), (changes, problems)
+    bad = schema_meta()
+    bad["segments"][0]["events"] = [3]
+    assert any("segments[0].events" in p for p in meta_problems(bad))
+    bad = schema_meta()
+    bad["clip"]["background"] = {"colour": "pink"}
+    assert any("clip.background" in p for p in meta_problems(bad))
+
+
+def test_reading_checks_the_event_schema_where_present(root):
+    good = write_lines(root / "good.jsonl", [item(meta=schema_meta()), item(id="b", meta={"f0": [220]})])
+    assert len(read_manifest(good)) == 2  # meta without `clip` (e.g. real benchmarks) is not held to it
+    path = write_lines(root / "bad.jsonl", [item(meta=schema_meta(duration_sec=0))])
+    with pytest.raises(ManifestError, match=r"bad\.jsonl:1: field 'meta': meta\.events\[0\]"):
+        read_manifest(path)

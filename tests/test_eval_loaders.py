@@ -133,3 +133,22 @@ def test_unknown_benchmark():
     with pytest.raises(ValueError, match="unknown benchmark"):
         benchmarks.get("nope")
     assert benchmarks.get("BBA").NAME == "big_bench_audio"
+
+
+def test_synthetic_breakdown_keys_question_types_by_task():
+    """Question types are named within a task ("compare" is pitch's and loudness's here): the per-type
+    breakdown groups (task, question type) pairs, never merging two tasks' types."""
+    from audior1.eval import report
+    bench = benchmarks.get("synthetic")
+    items = bench.load(FIX / "synthetic" / "manifest.jsonl")
+    assert "task:question_type" in bench.BREAKDOWN and "question_type" not in bench.BREAKDOWN
+    assert [report.breakdown_value(i, "task:question_type") for i in items] == \
+        ["pitch:compare", "count:count", "loudness:compare"]
+    assert items[0].fields["question_type"] == "compare"  # the record keeps the plain field
+    records = [{"id": i.id, "sample": 0, "scores": {s: float(k == 0) for s in bench.SCORERS}, "parseable": True,
+                "n_think_close": 1, "latency_s": 0.1} for k, i in enumerate(items)]
+    summary = report.summarize(bench, items, records, {"sampling": {"n": 1}})
+    groups = summary["breakdown"]["task:question_type"]
+    assert set(groups) == {"pitch:compare", "count:count", "loudness:compare"}
+    assert groups["pitch:compare"]["exact"]["pass@1"] == 1.0 and groups["loudness:compare"]["exact"]["pass@1"] == 0.0
+    assert report.breakdown_value(items[0], "nope:other") == "unknown"

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from audior1.config import ConfigError
+from audior1.data.manifest import write_manifest
 from audior1.train.config import SFTConfig, Source, load_config
 from audior1.train.data import (AudioStore, BatchBuilder, DataError, MixtureSampler, build_examples, collate,
                                 load_items, render, user_message)
@@ -62,7 +63,7 @@ def test_example_prompt_is_exactly_the_engine_prompt(assets, parts):
     items = load_items(Source(manifest=str(assets / "synth" / "synth-train.jsonl")))
     store = AudioStore(processor, None)
     store.prepare([p for it in items for p in it["audio"]])
-    for kind in ("direct", "caption", "text_cot", "audio_cot"):
+    for kind in ("direct", "caption", "text_cot", "audio_cot", "surrogate"):
         ex = build_examples(items[:2], kind, processor.tokenizer, store, max_len=None)
         for e in ex:
             text, paths, reasoning, answer = render(e.item, kind)
@@ -242,6 +243,55 @@ def test_source_filters(assets):
     qt = load_items(Source(manifest=path, exclude_question_types=["count_numeric"]))
     assert all(it["question_type"] != "count_numeric" for it in qt)
     assert len(load_items(Source(manifest=path, limit=3))) == 3
+
+
+def test_surrogate_rendering_pairs_the_chain_with_its_own_answer(assets):
+    """`surrogate` (an ablation): the audio question, the surrogate chain, and the answer that chain reaches,
+    which differs from the item's on traps and wherever the chain's guess missed."""
+    from audior1.train.config import SFT_KINDS
+    assert "surrogate" in SFT_KINDS
+    items = load_items(Source(manifest=str(assets / "synth" / "synth-train.jsonl")))
+    for it in items:
+        text, paths, reasoning, answer = render(it, "surrogate")
+        assert (text, paths) == render(it, "audio_cot")[:2]
+        assert reasoning == it["surrogate_cot"] and answer == it["surrogate_answer"]
+        assert reasoning.endswith(f"pick the answer {answer}.")  # coherent: the chain ends where the answer is
+    assert any(it["surrogate_answer"] != it["answer"] for it in items)
+    with pytest.raises(KeyError, match="surrogate_answer"):
+        render({**items[0], "surrogate_answer": None}, "surrogate")
+    cfg = SFTConfig(model="ckpt", data=[Source(manifest="m.jsonl", kind="surrogate")]).validate()
+    assert cfg.data[0].kind == "surrogate"
+
+
+def test_question_type_filters_key_on_task_and_question_type(assets, tmp_path):
+    """Question types are named within a family: `task:question_type` picks one family's; a plain question
+    type works where one family has it, and one that several share is refused, naming them."""
+    items = load_items(Source(manifest=str(assets / "synth" / "synth-train.jsonl")))
+    # make count_mc shared, as it is in the suite (count_events, word_count, trap_count)
+    shared = [{**it, "task": "word_count"} if it["task"] == "pitch_compare" else it for it in items]
+    shared = [{**it, "question_type": "count_mc"} if it["task"] == "word_count" else it for it in shared]
+    path = str(write_manifest(tmp_path / "m.jsonl", shared))
+    counts = Counter((it["task"], it["question_type"]) for it in shared)
+    got = load_items(Source(manifest=path, question_types=["count_events:count_mc"]))
+    assert {(it["task"], it["question_type"]) for it in got} == {("count_events", "count_mc")}
+    assert len(got) == counts[("count_events", "count_mc")]
+    held = load_items(Source(manifest=path, exclude_question_types=["word_count:count_mc"]))
+    assert {it["task"] for it in held} == {"count_events"}
+    assert len(held) == len(shared) - counts[("word_count", "count_mc")]
+    plain = load_items(Source(manifest=path, question_types=["count_numeric"]))  # only count_events has it
+    for typo in ("count_mcq", "count_events:count_mcq", "pitch:count_mc"):  # a typo never silently holds nothing out
+        with pytest.raises(DataError, match="names no|is not one of"):
+            load_items(Source(manifest=path, exclude_question_types=[typo]))
+    assert {(it["task"], it["question_type"]) for it in plain} == {("count_events", "count_numeric")}
+    for field in ("question_types", "exclude_question_types"):
+        with pytest.raises(DataError, match=r"'count_mc' is ambiguous: the tasks count_events, word_count .*"
+                                            r"count_events:count_mc"):
+            load_items(Source(manifest=path, **{field: ["count_mc"]}))
+    # unambiguous once the tasks filter keeps one family
+    one = load_items(Source(manifest=path, tasks=["word_count"], question_types=["count_mc"]))
+    assert len(one) == counts[("word_count", "count_mc")]
+    with pytest.raises(ConfigError, match="not a question type or task:question_type"):
+        SFTConfig(model="ckpt", data=[Source(manifest=path, question_types=["count_events:"])]).validate()
 
 
 def test_example_configs_load():

@@ -13,7 +13,7 @@ import numpy as np
 from audior1.data import dsp
 from audior1.data.core import Draft, Spec, r
 from audior1.data.dsp import fmt_hz, fmt_s
-from audior1.data.sound import ORD, base_meta, note_list, noise_phrase, render, sequence, surrogate
+from audior1.data.sound import ORD, base_meta, guessed, note_list, noise_phrase, render, sequence, timeline
 
 
 def plural(n: int, word: str) -> str:
@@ -45,13 +45,16 @@ def high_low_count(spec: Spec) -> Draft:
     freqs = [f_hi if s == "high" else f_lo for s in seq]
     gaps = [float(g) - beep for g in spec.rng.uniform(*ioi, n)]
     level = float(spec.rng.uniform(-22, -16))
-    ev, facts, length = sequence(spec, freqs, [beep] * n, gaps[:-1] + [0.0], level, jitter_db=1.0)
+    ev, facts, length = sequence(spec, freqs, [beep] * n, gaps[:-1] + [0.0], level, jitter_db=1.0, kind="beep",
+                                 groups=[{"register": s} for s in seq])
     x, bg = render(spec, length, ev, level)
     meta = base_meta(bg, counts={"tone": n, "high tone": h, "low tone": low_n}, freqs_hz=[r(f_hi), r(f_lo)],
-                     sequence=seq, durations_s=[beep], events=facts,
+                     sequence=seq, durations_s=[beep], **timeline(facts),
                      labels={"more": "high" if h > low_n else ("low" if low_n > h else "equal")})
-    cap = (f"{n} beeps in a row: {', '.join(seq)}; that is {plural(h, 'high beep')} at about {fmt_hz(f_hi)} and "
-           f"{plural(low_n, 'low beep')} at about {fmt_hz(f_lo)}{noise_phrase(bg)}.")
+    # The caption reports measurements (each beep's register, in order, and the two pitches), never the high and
+    # low counts, which are the answer to `count_high` and decide `more_high`.
+    cap = (f"{n} beeps in a row: {', '.join(seq)}; the high {'beep is' if h == 1 else 'beeps are'} at about "
+           f"{fmt_hz(f_hi)} and the low {'one' if low_n == 1 else 'ones'} at about {fmt_hz(f_lo)}{noise_phrase(bg)}.")
     if spec.qtype == "more_high":
         yes = h > low_n
         q = "Are there more high-pitched beeps than low-pitched beeps?"
@@ -64,7 +67,8 @@ def high_low_count(spec: Spec) -> Draft:
         choices, ans = None, str(h)
         cot = (f"The beeps go {', '.join(seq)}, with the high ones at about {fmt_hz(f_hi)} and the low ones at about "
                f"{fmt_hz(f_lo)}. Counting only the high ones gives {plural(h, 'high beep')}.")
-    return Draft([x], q, choices, ans, meta, cap, cot, surrogate("beep, bleep", "the pitch of each beep", ans))
+    return Draft([x], q, choices, ans, meta, cap, cot,
+                 *guessed(spec, "beep, bleep", "the pitch of each beep", choices, (1, 8)))
 
 
 # ---------------------------------------------------------------------------------------------- melody range
@@ -89,11 +93,14 @@ def melody_range(spec: Spec) -> Draft:
     gaps[n - 1] = float(spec.rng.uniform(0.6, 0.8))
     gaps[-1] = 0.0
     level = float(spec.rng.uniform(-24, -16))
-    ev, facts, length = sequence(spec, freqs, [note_dur] * (2 * n), gaps, level)
+    ev, facts, length = sequence(spec, freqs, [note_dur] * (2 * n), gaps, level, kind="note",
+                                 groups=[{"melody": 1 + i // n} for i in range(2 * n)])
     x, bg = render(spec, length, ev, level)
     meta = base_meta(bg, melodies=[[dsp.note_name(m) for m in mm] for mm in mel], notes=[dsp.note_name(m) for m in
                      mel[0] + mel[1]], freqs_hz=[r(f) for f in freqs], ranges_semitones=spans,
-                     counts={"note": 2 * n}, events=facts,
+                     counts={"note": 2 * n},
+                     **timeline(facts, *(("melody", lambda e, k=k: e["position"]["melody"] == k, {"position": k})
+                                         for k in (1, 2))),
                      labels={"wider": ORD[wider], "narrower": ORD[1 - wider]})
     cap = (f"Two short sine-tone melodies separated by a pause. The first: {note_list(mel[0])}; the "
            f"second: {note_list(mel[1])}{noise_phrase(bg)}.")
@@ -112,7 +119,7 @@ def melody_range(spec: Spec) -> Draft:
         choices, ans = spec.layout(f"the {ORD[wider]} melody", [f"the {ORD[1 - wider]} melody"])
         tail = f"{big} is more than {small}, so the {ORD[wider]} melody spans the wider range."
     cot = " ".join(parts) + " " + tail
-    return Draft([x], q, choices, ans, meta, cap, cot, surrogate("music, melody", "the notes", ans))
+    return Draft([x], q, choices, ans, meta, cap, cot, *guessed(spec, "music, melody", "the notes", choices))
 
 
 # ---------------------------------------------------------------------------------------------- pitch & duration
@@ -132,7 +139,7 @@ def pitch_and_duration(spec: Spec) -> Draft:
     ev, facts, length = sequence(spec, freqs, durs, [float(spec.rng.uniform(0.2, 0.35)), 0.0], level)
     x, bg = render(spec, length, ev, level)
     meta = base_meta(bg, freqs_hz=[r(f) for f in freqs], durations_s=[r(d, 3) for d in durs],
-                     difference_semitones=r(semis, 2), counts={"tone": 2}, events=facts,
+                     difference_semitones=r(semis, 2), counts={"tone": 2}, **timeline(facts),
                      labels={"higher": ORD[hi], "lower": ORD[1 - hi], "longer": ORD[longer],
                              "shorter": ORD[1 - longer]})
     cap = (f"Two tones: the first about {fmt_hz(freqs[0])}, lasting {fmt_s(durs[0])}; the second about "
@@ -150,5 +157,6 @@ def pitch_and_duration(spec: Spec) -> Draft:
         q = "Is the longer tone higher or lower in pitch than the shorter one?"
         choices, ans = spec.layout("higher" if up else "lower", ["lower" if up else "higher"])
         cot = f"{facts_txt} The longer tone is therefore the {'higher' if up else 'lower'} one."
-    return Draft([x], q, choices, ans, meta, cap, cot, surrogate("beep, tone", "the pitches or durations", ans))
+    return Draft([x], q, choices, ans, meta, cap, cot,
+                 *guessed(spec, "beep, tone", "the pitches or durations", choices))
 

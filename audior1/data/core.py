@@ -85,6 +85,11 @@ class Spec:
         value appears equally often (seeded permutation per block of n)."""
         return balanced(self._stream + (code(name), n), self._block, n)
 
+    def side_rng(self, name: str) -> np.random.Generator:
+        """A random stream of its own for this item (e.g. the surrogate chain's guess): drawing from it never
+        shifts the item's main stream, so adding one changes nothing else the item holds."""
+        return np.random.default_rng([*self._stream[:3], self.index, code(name)])
+
     def layout(self, correct: str, distractors: list[str]) -> tuple[list[str], str]:
         """Options with `correct` at a balanced position; distractors in seeded random order."""
         others = [d for d in distractors if d != correct]
@@ -127,6 +132,7 @@ def finish(fam: Family, spec: Spec, draft: Draft, audio_paths: list[str]) -> dic
         raise ValueError(f"{fam.name}: answer {draft.answer!r} not among {draft.choices}")
     meta = dict(draft.meta)
     meta.setdefault("clip_s", round(sum(len(a) for a in draft.audio) / 16000, 3))
+    meta.update(clip_facts(meta, draft.audio))
     return {
         "id": item_id(fam.name, spec.split, spec.seed, spec.index),
         "audio": audio_paths,
@@ -145,6 +151,18 @@ def finish(fam: Family, spec: Spec, draft: Draft, audio_paths: list[str]) -> dic
         "surrogate_cot": draft.surrogate_cot,
         "surrogate_answer": draft.answer if draft.surrogate_answer is None else draft.surrogate_answer,
     }
+
+
+def guess(spec: Spec, choices: list[str] | None, numeric: tuple[int, int] | None = None) -> str:
+    """What a chain that cannot hear the sound picks: an option drawn uniformly, or for a numeric question an
+    integer drawn uniformly from `numeric` (a fixed range of the question type), from the item's own
+    "surrogate" stream. Its law does not depend on the true answer, so the guess is right only by chance."""
+    rng = spec.side_rng("surrogate")
+    if choices:
+        return choices[int(rng.integers(len(choices)))]
+    if numeric is None:
+        raise ValueError(f"{spec.family}: a numeric question needs a guessing range")
+    return str(int(rng.integers(numeric[0], numeric[1] + 1)))
 
 
 def surrogate_intro(tags: str, transcript: str | None = None) -> str:
@@ -177,3 +195,74 @@ def noise_phrase(bg: dict) -> str:
     if bg["snr_db"] >= 30:
         return ""
     return f", over {bg['colour']} background noise about {bg['snr_db']:.0f} dB below the sounds"
+
+
+# ---------------------------------------------------------------------------------------------- meta schema
+# The per-event schema of `meta` (docs/data.md, "meta: the facts"): `events` (one record per sound event, in
+# time order), `segments` (named spans: the speech, the announcement, the sounds after it, the background)
+# and `clip` (the whole clip). Units are key suffixes that cannot collide: `_sec`, `_hz`, `_dbfs` (levels),
+# `_db` (SNRs and changes), `_semitones`, `_bpm`, `_wpm`, `_per_sec` (a rate; no rate ends in `_s`).
+# Event kinds and the schema check: `audior1.data.manifest` (EVENT_KINDS, meta_problems).
+
+
+def event(kind: str, onset: float, dur: float, level: float | None, f0: float | None = None, *,
+          note: bool = True, group: dict | None = None, **extra) -> dict:
+    """One sound event (before numbering): onset and duration in seconds, RMS level in dBFS, and where pitched
+    its frequency and (with `note`) the nearest note name. `group` places it in a group of its kind (e.g.
+    {"melody": 2} or {"register": "high"}); `number_events` turns that into its position within the group."""
+    from audior1.data.dsp import hz_to_midi, note_name  # dsp imports nothing from here; keep core light
+    e: dict = {"kind": kind, "onset_sec": r(onset, 3), "duration_sec": r(dur, 3)}
+    if f0 is not None:
+        e["f0_hz"] = r(f0)
+        if note:
+            e["note"] = note_name(hz_to_midi(f0))
+    if level is not None:
+        e["level_dbfs"] = r(level)
+    if group:
+        e["group"] = dict(group)
+    e.update(extra)
+    return e
+
+
+def number_events(events: list[dict]) -> list[dict]:
+    """Sort events by onset (stable: simultaneous ones keep their order) and give each its `index` (1-based,
+    in the clip) and `position`: `of_kind` (1-based among events of its kind) and, for a grouped event, the
+    group's value and its place in the group (`"melody": 2, "in_melody": 1`)."""
+    out, seen = [], {}
+    for i, e in enumerate(sorted(events, key=lambda e: e["onset_sec"])):
+        e = dict(e)
+        group = e.pop("group", None) or {}
+        seen[e["kind"]] = seen.get(e["kind"], 0) + 1
+        pos = {"of_kind": seen[e["kind"]]}
+        for g, v in group.items():
+            key = (e["kind"], g, v)
+            seen[key] = seen.get(key, 0) + 1
+            pos.update({g: v, f"in_{g}": seen[key]})
+        head = {"kind": e.pop("kind"), "index": i + 1, "position": pos}
+        out.append({**head, **e})
+    return out
+
+
+def segment(name: str, events: list[dict], **extra) -> dict:
+    """A named span holding numbered `events` (their indices); its onset and duration cover them unless
+    `extra` gives them (a sound whose span is wider than its events, e.g. a ramp of beeps)."""
+    on = min(e["onset_sec"] for e in events)
+    end = max(e["onset_sec"] + e["duration_sec"] for e in events)
+    seg = {"name": name, "onset_sec": r(on, 3), "duration_sec": r(end - on, 3), "events": [e["index"] for e in events]}
+    seg.update(extra)
+    return seg
+
+
+def clip_facts(meta: dict, audio: list[np.ndarray]) -> dict:
+    """`clip` (duration, RMS level, background) and the background segment, from the audio and the item's
+    background facts; computed from the samples, so nothing random is drawn."""
+    x = np.concatenate([np.asarray(a, np.float64) for a in audio]) if audio else np.zeros(0)
+    rms = float(np.sqrt(np.mean(np.square(x)))) if len(x) else 0.0
+    dur = round(len(x) / 16000, 3)
+    bg = meta.get("background")
+    background = None if not bg else {"colour": bg["colour"], "snr_db": bg["snr_db"], "level_dbfs": bg["level_db"]}
+    segments = list(meta.get("segments") or [])
+    if background:
+        segments.append({"name": "background", "onset_sec": 0.0, "duration_sec": dur, "events": [], **background})
+    return {"segments": segments,
+            "clip": {"duration_sec": dur, "level_dbfs": r(20 * np.log10(max(rms, 1e-9))), "background": background}}

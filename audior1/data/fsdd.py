@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from audior1.data import dsp
-from audior1.data.core import SPLITS, DataError, Draft, Family, Spec, finish, item_id, make_spec, number_word, \
-    r, surrogate_intro
+from audior1.data.core import SPLITS, DataError, Draft, Family, Spec, event, finish, guess, item_id, make_spec, \
+    number_word, r, surrogate_intro
 from audior1.data.dsp import fmt_hz, fmt_s
-from audior1.data.sound import ORD, base_meta, event, noise_phrase, render
+from audior1.data.sound import ORD, base_meta, noise_phrase, render, timeline
 from audior1.data.speech import SPEECH_LEVEL_DB
 
 # From ATTRIBUTION.md: all male, English.
@@ -121,7 +121,8 @@ def join(spec: Spec, recs: list[Recording]):
     for k, rec in enumerate(recs):
         y = load(rec.path)
         events.append((t, y))
-        facts.append(event(t, len(y) / dsp.SR, None, 20 * np.log10(max(dsp.rms(y), 1e-9))))
+        facts.append(event("digit", t, len(y) / dsp.SR, 20 * np.log10(max(dsp.rms(y), 1e-9)), digit=rec.digit,
+                           text=number_word(rec.digit), speaker=rec.speaker, file=rec.name))
         t += len(y) / dsp.SR + (float(spec.rng.uniform(0.35, 0.6)) if k < len(recs) - 1 else 0.0)
     x, bg = render(spec, t + 0.15, events, SPEECH_LEVEL_DB)
     return x, bg, facts
@@ -133,11 +134,13 @@ def _meta(bg: dict, recs: list[Recording], facts: list[dict], **extra) -> dict:
     labels["gender"] = "male"
     if spk:
         labels.update(speaker=spk, accent=SPEAKERS[spk])
-    pauses = [r(b["onset_s"] - a["onset_s"] - a["dur_s"], 3) for a, b in zip(facts, facts[1:])]
-    return base_meta(bg, transcript=" ".join(number_word(x.digit) for x in recs), digits=[x.digit for x in recs],
+    pauses = [r(b["onset_sec"] - a["onset_sec"] - a["duration_sec"], 3) for a, b in zip(facts, facts[1:])]
+    transcript = " ".join(number_word(x.digit) for x in recs)
+    speech = {"text": transcript, **({"f0_hz": extra["f0_hz"]} if "f0_hz" in extra else {})}
+    return base_meta(bg, transcript=transcript, digits=[x.digit for x in recs],
                      speakers=[x.speaker for x in recs], files=[x.name for x in recs], counts={"digit": len(recs)},
-                     durations_s=[f["dur_s"] for f in facts], pauses_s=pauses, events=facts, labels=labels,
-                     **extra)
+                     durations_s=[f["duration_sec"] for f in facts], pauses_s=pauses,
+                     **timeline(facts, ("speech", None, speech)), labels=labels, **extra)
 
 
 # ---------------------------------------------------------------------------------------------- families
@@ -148,8 +151,8 @@ def fsdd_digit(spec: Spec, recordings: str) -> Draft:
     x, bg, facts = join(spec, [rec])
     meta = _meta(bg, [rec], facts)
     word = number_word(d)
-    cap = f'{speaker_desc(rec.speaker, True)} says "{word}" ({fmt_s(facts[0]["dur_s"])}){noise_phrase(bg)}.'
-    cot = f'The speaker says "{word}", one word lasting about {fmt_s(facts[0]["dur_s"])}: the digit {d}.'
+    cap = f'{speaker_desc(rec.speaker, True)} says "{word}" ({fmt_s(facts[0]["duration_sec"])}){noise_phrase(bg)}.'
+    cot = f'The speaker says "{word}", one word lasting about {fmt_s(facts[0]["duration_sec"])}: the digit {d}.'
     q = "Which digit does the speaker say?"
     if spec.qtype == "digit_mc":
         others = [number_word(k) for k in spec.rng.permutation([k for k in range(10) if k != d])[:3]]
@@ -235,9 +238,10 @@ def fsdd_speaker(spec: Spec, recordings: str) -> Draft:
         choices, ans = spec.layout(spk, others)
         cot = (f'A male voice with a median pitch of about {fmt_hz(f0)} and {accent} says "{words}"; that voice '
                f"and accent belong to speaker {spk}.")
+    pick = guess(spec, choices)  # independent of the answer: the words do not say who speaks
     scot = (f"{surrogate_intro('speech', words)} Nothing in those words tells who is speaking, so I can only go "
-            f"by the wording of the question and pick the answer {ans}.")
-    return Draft([x], q, choices, ans, meta, cap, cot, scot)
+            f"by the wording of the question and pick the answer {pick}.")
+    return Draft([x], q, choices, ans, meta, cap, cot, scot, surrogate_answer=pick)
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (

@@ -17,10 +17,12 @@ is the MGRD keep/drop filter; a label alone ("so it is a square wave") may only 
 Without meta (real benchmarks) the score is the acoustic-vocabulary score: the share of sentences that talk
 about sound (pitch, loudness, timbre, rhythm, noise, voice quality...) without leaning on transcripts or tags.
 
-Conventions for meta (what the generators write): numeric keys carry their unit as a suffix (`_hz`, `_db`,
-`_s`, `_semitones`; `bpm`), scalars or lists, at any depth; `counts` maps a canonical noun ("tone", "note",
-"click", "word", "digit", optionally qualified: "high tone") to an integer; `labels` maps a category to a value;
-`notes`/`melodies` hold note names; `transcript` the spoken words; `digits` spoken digits.
+Conventions for meta (what the generators write; docs/data.md): numeric keys carry their unit as a suffix
+(`_hz`, `_dbfs`/`_db`, `_sec`/`_s`, `_semitones`; `bpm`; rates end in `_per_sec` or `_wpm` and are not read as
+durations), scalars or lists, at any depth, including the per-event records of `events`, `segments` and
+`clip`; `counts` maps a canonical noun ("tone", "note", "click", "word", "digit", optionally qualified: "high
+tone") to an integer; `labels` maps a category to a value; `notes`/`melodies` hold note names; `transcript` the
+spoken words; `digits` spoken digits.
 """
 
 from __future__ import annotations
@@ -150,16 +152,28 @@ def _num_values(v) -> list[float]:
     return []
 
 
+# Key suffix -> unit of the numbers it holds (first match wins): rates (`_per_sec`, `_wpm`) are not durations,
+# `_sec`/`_s` are seconds, `_dbfs` levels and `_db` SNRs and changes both count as dB.
+UNIT_SUFFIXES = (("_per_sec", None), ("_wpm", None), ("_hz", "hz"), ("_dbfs", "db"), ("_db", "db"),
+                 ("_sec", "s"), ("_s", "s"), ("_semitones", "semitones"), ("_bpm", "bpm"))
+
+
+def key_unit(key: str) -> str | None:
+    """The unit a meta key's numbers carry, from its suffix (`bpm` etc. also as a whole key), else None."""
+    if key in ("hz", "db", "s", "bpm", "semitones"):
+        return key
+    return next((unit for suffix, unit in UNIT_SUFFIXES if key.endswith(suffix)), None)
+
+
 def facts_from_meta(meta: dict) -> Facts:
     nums: dict[str, list[float]] = {"hz": [], "db": [], "s": [], "bpm": [], "semitones": []}
 
     def walk(d):
         if isinstance(d, dict):
             for k, v in d.items():
-                for suffix, unit in (("_hz", "hz"), ("_db", "db"), ("_s", "s"), ("_semitones", "semitones"),
-                                     ("_bpm", "bpm")):
-                    if k.endswith(suffix) or k == unit:
-                        nums[unit] += _num_values(v)
+                unit = key_unit(k)
+                if unit:
+                    nums[unit] += _num_values(v)
                 walk(v)
         elif isinstance(d, list):
             for v in d:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from audior1.data import dsp
-from audior1.data.core import Draft, Spec, background, noise_phrase, r, surrogate_intro
+from audior1.data.core import Draft, Spec, background, event, guess, noise_phrase, number_events, r, segment, \
+    surrogate_intro
 from audior1.data.dsp import fmt_db, fmt_hz, fmt_s
 
 ORD = ("first", "second")
@@ -21,6 +22,14 @@ ORD = ("first", "second")
 def surrogate(tags: str, what: str, answer: str, transcript: str | None = None) -> str:
     return (f"{surrogate_intro(tags, transcript)} Nothing in those words describes {what}, so I can only go by "
             f"the wording of the question and pick the answer {answer}.")
+
+
+def guessed(spec: Spec, tags: str, what: str, choices: list[str] | None, numeric: tuple[int, int] | None = None,
+            transcript: str | None = None) -> tuple[str, str]:
+    """(surrogate chain, surrogate answer): the chain admits it has nothing to go on and picks an answer drawn
+    independently of the true one (`core.guess`), and the answer is that pick."""
+    g = guess(spec, choices, numeric)
+    return surrogate(tags, what, g, transcript), g
 
 
 def render(spec: Spec, length: float, events: list[tuple[float, np.ndarray]], ref_db: float
@@ -37,29 +46,39 @@ def base_meta(bg: dict, **facts) -> dict:
     return {**facts, "labels": labels, "background": bg}
 
 
-def event(onset: float, dur: float, freq: float | None, level: float) -> dict:
-    e = {"onset_s": r(onset, 3), "dur_s": r(dur, 3), "level_db": r(level)}
-    if freq is not None:
-        e["freq_hz"] = r(freq)
-    return e
-
-
 def note_list(midis, with_hz: bool = True) -> str:
     return ", ".join(f"{dsp.note_name(m)} ({fmt_hz(dsp.midi_to_hz(m))})" if with_hz else dsp.note_name(m)
                      for m in midis)
 
 
 def sequence(spec: Spec, freqs: list[float], durs: list[float], gaps: list[float], level: float,
-             waveform: str = "sine", jitter_db: float = 0.0, lead: float | None = None):
-    """Tones one after another. Returns (events for `place`, event facts, total length)."""
+             waveform: str = "sine", jitter_db: float = 0.0, lead: float | None = None, kind: str = "tone",
+             groups: list[dict] | None = None):
+    """Tones one after another. Returns (events for `place`, event records of `kind` (unnumbered), total
+    length); `groups[i]` places tone i in a group (see `core.event`)."""
     t = float(spec.rng.uniform(0.1, 0.25)) if lead is None else lead
     events, facts = [], []
-    for f, d, g in zip(freqs, durs, gaps):
+    for i, (f, d, g) in enumerate(zip(freqs, durs, gaps)):
         lv = level + float(spec.rng.uniform(-jitter_db, jitter_db)) if jitter_db else level
         events.append((t, dsp.tone(f, d, lv, waveform)))
-        facts.append(event(t, d, f, lv))
+        facts.append(event(kind, t, d, lv, f, waveform=waveform, group=groups[i] if groups else None))
         t += d + g
     return events, facts, t + 0.15
+
+
+def plural_name(kind: str) -> str:
+    return {"speech": "speech", "noise": "noise"}.get(kind, kind + "s")
+
+
+def timeline(facts: list[dict], *spans: tuple) -> dict:
+    """`events` (numbered, see `core.number_events`) and `segments` for meta. Each span is (name, select,
+    extra fields): a segment over the numbered events `select(event)` keeps (None: all). With no spans, one
+    segment over every event, named after their kind ("tones", "beeps", "notes", ...)."""
+    events = number_events(facts)
+    kind = events[0]["kind"]
+    spans = spans or ((kind if len(events) == 1 else plural_name(kind), None, {}),)
+    segs = [segment(name, [e for e in events if select is None or select(e)], **extra) for name, select, extra in spans]
+    return {"events": events, "segments": segs}
 
 
 # ---------------------------------------------------------------------------------------------- pitch
@@ -93,14 +112,14 @@ def pitch_compare(spec: Spec) -> Draft:
     fh, fl = max(f1, f2), min(f1, f2)
     meta = base_meta(bg, freqs_hz=[r(f1), r(f2)], notes=[dsp.note_name(dsp.hz_to_midi(f)) for f in (f1, f2)],
                      difference_semitones=r(st, 2), durations_s=[r(d1, 3), r(d2, 3)], waveform=wave,
-                     counts={"tone": 2}, events=facts,
+                     counts={"tone": 2}, **timeline(facts),
                      labels={"higher": ORD[hi], "lower": ORD[1 - hi]})
     n1, n2 = meta["notes"]
     cap = (f"Two {wave} tones: the first about {fmt_hz(f1)} (near {n1}), lasting {fmt_s(d1)}, then the second "
            f"about {fmt_hz(f2)} (near {n2}), lasting {fmt_s(d2)}{noise_phrase(bg)}.")
     cot = (f"The first tone is about {fmt_hz(f1)} and the second about {fmt_hz(f2)}. {fmt_hz(fh)} is above "
            f"{fmt_hz(fl)} by about {st:.1f} semitones, {verdict}")
-    return Draft([x], q, choices, ans, meta, cap, cot, surrogate("beep, tone", "the pitches", ans))
+    return Draft([x], q, choices, ans, meta, cap, cot, *guessed(spec, "beep, tone", "the pitches", choices))
 
 
 # ---------------------------------------------------------------------------------------------- melody
@@ -143,12 +162,12 @@ def melody_contour(spec: Spec) -> Draft:
     gaps = list(spec.rng.uniform(0.08, 0.12, n - 1)) + [0.0]
     wave = ("sine", "soft")[int(spec.rng.integers(2))]
     level = float(spec.rng.uniform(-24, -16))
-    ev, facts, length = sequence(spec, freqs, durs, gaps, level, wave)
+    ev, facts, length = sequence(spec, freqs, durs, gaps, level, wave, kind="note")
     x, bg = render(spec, length, ev, level)
     up_down = "higher" if sum(steps) > 0 else "lower" if sum(steps) < 0 else "same"
     meta = base_meta(bg, notes=[dsp.note_name(m) for m in midis], freqs_hz=[r(f) for f in freqs],
                      steps_semitones=[int(s) for s in steps], net_semitones=int(sum(steps)), counts={"note": n},
-                     waveform=wave, events=facts,
+                     waveform=wave, **timeline(facts, ("melody", None, {})),
                      labels={"contour": contour, "end_vs_start": up_down})
     cap = (f"A melody of {n} {wave} notes, each about {fmt_s(note_dur)}: {note_list(midis)}{noise_phrase(bg)}.")
     step_txt = ", ".join(f"{s:+d}" for s in steps)
@@ -166,7 +185,7 @@ def melody_contour(spec: Spec) -> Draft:
         cot = (f"The melody starts on {dsp.note_name(midis[0])} ({fmt_hz(freqs[0])}) and ends on "
                f"{dsp.note_name(midis[-1])} ({fmt_hz(freqs[-1])}), {abs(sum(steps))} semitones "
                f"{'above' if up_down == 'higher' else 'below'} the start, so it ends {up_down} than it starts.")
-    return Draft([x], q, choices, ans, meta, cap, cot, surrogate("music, melody, tone", "the notes", ans))
+    return Draft([x], q, choices, ans, meta, cap, cot, *guessed(spec, "music, melody, tone", "the notes", choices))
 
 
 # ---------------------------------------------------------------------------------------------- interval
@@ -186,12 +205,13 @@ def interval_size(spec: Spec) -> Draft:
     durs = list(spec.rng.uniform(0.4, 0.6, 2))
     wave = "sine" if spec.difficulty == "easy" else ("sine", "soft")[int(spec.rng.integers(2))]
     level = float(spec.rng.uniform(-24, -16))
-    ev, facts, length = sequence(spec, [f1, f2], durs, [float(spec.rng.uniform(0.15, 0.3)), 0.0], level, wave)
+    ev, facts, length = sequence(spec, [f1, f2], durs, [float(spec.rng.uniform(0.15, 0.3)), 0.0], level, wave,
+                                 kind="note")
     x, bg = render(spec, length, ev, level)
     name = INTERVALS[k]
     meta = base_meta(bg, notes=[dsp.note_name(m1), dsp.note_name(m2)], freqs_hz=[r(f1), r(f2)],
                      interval_semitones=k, direction="up" if up else "down", waveform=wave, counts={"note": 2},
-                     events=facts, labels={"interval": name.split(" ", 1)[1],
+                     **timeline(facts), labels={"interval": name.split(" ", 1)[1],
                                            "higher": ORD[int(up)], "lower": ORD[1 - int(up)]})
     cap = (f"Two {wave} notes one after the other: {dsp.note_name(m1)} (about {fmt_hz(f1)}) then "
            f"{dsp.note_name(m2)} (about {fmt_hz(f2)}){noise_phrase(bg)}.")
@@ -205,7 +225,7 @@ def interval_size(spec: Spec) -> Draft:
     else:
         q = "How many semitones apart are the two notes?"
         choices, ans = None, str(k)
-    return Draft([x], q, choices, ans, meta, cap, cot, surrogate("music, tone", "the notes", ans))
+    return Draft([x], q, choices, ans, meta, cap, cot, *guessed(spec, "music, tone", "the notes", choices, (1, 12)))
 
 
 # ---------------------------------------------------------------------------------------------- chord
@@ -227,12 +247,20 @@ def build_chord(spec: Spec, quality: str, inversion: int | None = None):
 
 
 def chord_facts(bg: dict, quality: str, midis, root: int, inversion: int, dur: float, level: float,
-                onset: float) -> dict:
+                onset: float, announcement: dict | None = None) -> dict:
+    """The chord's meta; its three notes are simultaneous events (low to high, each at the chord's level less
+    10*log10(3) dB, with its `role`), after the trap's `announcement` (a speech event) when there is one."""
     third = TRIADS[quality][1]
+    role = {0: "root", third: "third", 7: "fifth"}
+    notes = [event("note", onset, dur, level - 10 * np.log10(len(midis)), dsp.midi_to_hz(m), waveform="sine",
+                   role=role[(m - root) % 12]) for m in midis]
+    spans = [("chord", lambda e: e["kind"] == "note", {"level_dbfs": r(level)})]
+    if announcement:
+        spans.insert(0, ("announcement", lambda e: e["kind"] == "speech", {"text": announcement["text"]}))
     return base_meta(bg, notes=[dsp.note_name(m) for m in midis], freqs_hz=[r(dsp.midi_to_hz(m)) for m in midis],
                      root=dsp.note_name(root)[:-1], inversion=inversion, third_semitones=third, fifth_semitones=7,
                      durations_s=[r(dur, 3)], level_db=r(level), counts={"note": 3},
-                     events=[event(onset, dur, None, level)], labels={"chord": quality})
+                     **timeline(([announcement] if announcement else []) + notes, *spans), labels={"chord": quality})
 
 
 def chord_cot(quality: str, midis, root: int) -> str:
@@ -258,7 +286,7 @@ def chord_quality(spec: Spec) -> Draft:
         bright, dark = "bright (major)", "dark (minor)"
         choices, ans = spec.layout(bright if quality == "major" else dark, [dark if quality == "major" else bright])
     return Draft([x], q, choices, ans, meta, cap, chord_cot(quality, midis, root),
-                 surrogate("music, chord, synthesizer", "the notes of the chord", ans))
+                 *guessed(spec, "music, chord, synthesizer", "the notes of the chord", choices))
 
 
 # ---------------------------------------------------------------------------------------------- counting
@@ -289,7 +317,7 @@ def event_train(spec: Spec, n: int, kind: str, freq: float, level: float):
         else:
             y, dur = dsp.click(lv, "noise", rng=spec.rng), 0.025
         events.append((t, y))
-        facts.append(event(t, dur, freq if kind == "beep" else None, lv))
+        facts.append(event(kind, t, dur, lv, freq if kind == "beep" else None))
         t += gaps[i] if i < n - 1 else dur
     return events, facts, t + 0.15, beep, regular
 
@@ -303,7 +331,7 @@ def count_events(spec: Spec) -> Draft:
     ev, facts, length, beep, regular = event_train(spec, n, kind, freq, level)
     x, bg = render(spec, length, ev, level)
     noun = "tone" if kind == "beep" else "click"
-    meta = base_meta(bg, counts={noun: n}, kind=kind, events=facts, level_db=r(level),
+    meta = base_meta(bg, counts={noun: n}, kind=kind, **timeline(facts), level_db=r(level),
                      **({"freqs_hz": [r(freq)], "durations_s": [r(beep, 3)]} if kind == "beep" else {}))
     plural = kind + ("s" if n != 1 else "")
     what = (f"short beeps at about {fmt_hz(freq)}, each about {fmt_s(beep)} long" if kind == "beep"
@@ -312,7 +340,7 @@ def count_events(spec: Spec) -> Draft:
         what = what.replace("beeps", "beep").replace("clicks", "click").replace("each ", "")
     spacing = "" if n == 1 else (" at a regular pace" if regular else " at an uneven pace")
     cap = f"{n} {what}{spacing}, spread over {fmt_s(length)}{noise_phrase(bg)}."
-    onsets = ", ".join(f"{kind} {i + 1} at {f['onset_s']:.2f} s" for i, f in enumerate(facts))
+    onsets = ", ".join(f"{kind} {i + 1} at {f['onset_sec']:.2f} s" for i, f in enumerate(facts))
     cot = f"Counting the {kind}s as they come: {onsets}. That makes {n} {plural}."
     q = f"How many {kind}s are there in the clip?"
     if spec.qtype == "count_mc":
@@ -320,7 +348,8 @@ def count_events(spec: Spec) -> Draft:
     else:
         choices, ans = None, str(n)
     tags = "beep, bleep" if kind == "beep" else "click, tick"
-    return Draft([x], q, choices, ans, meta, cap, cot, surrogate(tags, f"how many {kind}s there are", ans))
+    return Draft([x], q, choices, ans, meta, cap, cot,
+                 *guessed(spec, tags, f"how many {kind}s there are", choices, (1, 8)))
 
 
 # ---------------------------------------------------------------------------------------------- tempo
@@ -343,19 +372,19 @@ def tempo(spec: Spec) -> Draft:
     while t + 0.05 < length - 0.1:
         on = t + float(spec.rng.uniform(-jitter, jitter))
         events.append((on, dsp.click(level, kind, freq, spec.rng)))
-        facts.append(event(on, 0.025, None, level))
+        facts.append(event("click", on, 0.025, level))
         t += period
     x, bg = render(spec, length, events, level)
     label = f"{lo}–{hi} BPM"
     meta = base_meta(bg, bpm=r(bpm), period_s=r(period, 3), counts={"click": len(events)}, kind=kind,
-                     level_db=r(level), events=facts, labels={"tempo": label})
+                     level_db=r(level), **timeline(facts), labels={"tempo": label})
     cap = (f"A steady click track: {len(events)} clicks, one every {period:.2f} s, i.e. about {bpm:.0f} BPM"
            f"{noise_phrase(bg)}.")
     cot = (f"The clicks come every {period:.2f} s, and 60 divided by {period:.2f} is about {bpm:.0f} beats per "
            f"minute, which lies in the {label} range.")
     q = "What is the tempo of the click track?"
     choices, ans = spec.layout(label, [f"{a}–{b} BPM" for a, b in ranges if (a, b) != (lo, hi)])
-    return Draft([x], q, choices, ans, meta, cap, cot, surrogate("click, metronome, tick", "the tempo", ans))
+    return Draft([x], q, choices, ans, meta, cap, cot, *guessed(spec, "click, metronome, tick", "the tempo", choices))
 
 
 # ---------------------------------------------------------------------------------------------- loudness
@@ -373,8 +402,10 @@ def loudness_trend(spec: Spec) -> Draft:
     dur = float(spec.rng.uniform(1.5, 3.0))
     freq = float(spec.rng.uniform(200, 800))
     n = dsp.n_samples(dur)
+    beeps = []  # (start sample, length) of each beep
     if src == "tone":
-        y = dsp.tone(freq, dur, 0.0, ("sine", "soft")[int(spec.rng.integers(2))], attack=0.05, release=0.05)
+        wave = ("sine", "soft")[int(spec.rng.integers(2))]
+        y = dsp.tone(freq, dur, 0.0, wave, attack=0.05, release=0.05)
     elif src == "noise":
         y = dsp.noise("pink", dur, 0.0, spec.rng) * dsp.envelope(n, 0.05, 0.05)
     else:
@@ -383,12 +414,23 @@ def loudness_trend(spec: Spec) -> Draft:
         for i in range(int(dur / step)):
             b = dsp.tone(freq, min(0.12, step / 2), 0.0, attack=0.005, release=0.01)
             y[dsp.n_samples(i * step):dsp.n_samples(i * step) + len(b)] += b
+            beeps.append((dsp.n_samples(i * step), len(b)))
     y = (y * dsp.ramp_db(n, start, end)).astype(np.float32)
     onset = float(spec.rng.uniform(0.1, 0.25))
+    ends = {"start_level_dbfs": r(start), "end_level_dbfs": r(end)}
+    if src == "beeps":  # each beep's level: the ramp (linear in dB) at its middle
+        facts = [event("beep", onset + i0 / dsp.SR, k / dsp.SR, start + (end - start) * (i0 + k / 2) / (n - 1), freq,
+                       waveform="sine") for i0, k in beeps]
+    elif src == "tone":
+        facts = [event("tone", onset, dur, max(start, end), freq, waveform=wave, **ends)]
+    else:
+        facts = [event("noise", onset, dur, max(start, end), colour="pink", **ends)]
     x, bg = render(spec, onset + dur + 0.15, [(onset, y)], min(start, end))
     label = TREND_LABEL[trend]
     meta = base_meta(bg, start_level_db=r(start), end_level_db=r(end), change_db=r(abs(end - start)),
-                     source=src, durations_s=[r(dur, 3)], events=[event(onset, dur, None, max(start, end))],
+                     source=src, durations_s=[r(dur, 3)],
+                     **timeline(facts, (src, None, {"onset_sec": r(onset, 3), "duration_sec": r(dur, 3), **ends,
+                                                    "change_db": r(abs(end - start))})),
                      labels={"loudness": label, **({"noise": "pink"} if src == "noise" else {})},
                      **({"freqs_hz": [r(freq)]} if src != "noise" else {}))
     what = {"tone": f"steady {fmt_hz(freq)} tone", "noise": "burst of pink noise",
@@ -405,7 +447,7 @@ def loudness_trend(spec: Spec) -> Draft:
     q = "How does the loudness of the sound change over time?"
     choices, ans = spec.layout(trend, [t for t in TRENDS if t != trend])
     tags = {"tone": "tone, hum", "noise": "noise, whoosh", "beeps": "beep, bleep"}[src]
-    return Draft([x], q, choices, ans, meta, cap, cot, surrogate(tags, "the loudness", ans))
+    return Draft([x], q, choices, ans, meta, cap, cot, *guessed(spec, tags, "the loudness", choices))
 
 
 # ---------------------------------------------------------------------------------------------- duration
@@ -420,7 +462,7 @@ def duration_compare(spec: Spec) -> Draft:
     ev, facts, length = sequence(spec, freqs, durs, [float(spec.rng.uniform(0.2, 0.35)), 0.0], level)
     x, bg = render(spec, length, ev, level)
     meta = base_meta(bg, durations_s=[r(d, 3) for d in durs], freqs_hz=[r(v) for v in freqs], ratio=r(ratio, 2),
-                     counts={"tone": 2}, events=facts,
+                     counts={"tone": 2}, **timeline(facts),
                      labels={"longer": ORD[longer], "shorter": ORD[1 - longer]})
     cap = (f"Two tones: the first about {fmt_hz(freqs[0])}, lasting about {fmt_s(durs[0])}, then the second about "
            f"{fmt_hz(freqs[1])}, lasting about {fmt_s(durs[1])}{noise_phrase(bg)}.")
@@ -431,7 +473,7 @@ def duration_compare(spec: Spec) -> Draft:
            f"so the {ORD[k]} tone is {which}.")
     q = f"Which of the two tones lasts {which}?"
     choices, ans = spec.layout(f"the {ORD[k]} tone", [f"the {ORD[1 - k]} tone"])
-    return Draft([x], q, choices, ans, meta, cap, cot, surrogate("beep, tone", "how long the tones last", ans))
+    return Draft([x], q, choices, ans, meta, cap, cot, *guessed(spec, "beep, tone", "how long the tones last", choices))
 
 
 # ---------------------------------------------------------------------------------------------- timbre
@@ -454,7 +496,8 @@ def timbre(spec: Spec) -> Draft:
     x, bg = render(spec, onset + dur + 0.15, [(onset, y)], level)
     harm = [f for f, _ in dsp.partials(wave, f0)][:5]
     meta = base_meta(bg, freqs_hz=[r(f0)], harmonics_hz=[r(f) for f in harm], durations_s=[r(dur, 3)],
-                     level_db=r(level), events=[event(onset, dur, f0, level)], labels={"waveform": wave})
+                     level_db=r(level), **timeline([event("tone", onset, dur, level, f0, waveform=wave)]),
+                     labels={"waveform": wave})
     sound, detail = WAVE_DESC[wave]
     cap = f"A steady tone at about {fmt_hz(f0)} lasting {fmt_s(dur)}: {sound} (a {wave} wave){noise_phrase(bg)}."
     overtones = "" if wave == "sine" else " Its first overtones are at about " + \
@@ -463,7 +506,7 @@ def timbre(spec: Spec) -> Draft:
            f"a {wave} wave.")
     q = "Which waveform does the tone have?"
     choices, ans = spec.layout(wave, [w for w in ("sine", "square", "sawtooth") if w != wave])
-    return Draft([x], q, choices, ans, meta, cap, cot, surrogate("tone, synthesizer", "the timbre", ans))
+    return Draft([x], q, choices, ans, meta, cap, cot, *guessed(spec, "tone, synthesizer", "the timbre", choices))
 
 
 # ---------------------------------------------------------------------------------------------- noise colour
@@ -484,7 +527,7 @@ def noise_colour(spec: Spec) -> Draft:
     x = dsp.place(onset + dur + 0.1, [(onset, y)])
     tilt = 10 * np.log10(2) * beta  # dB per octave the spectrum falls
     meta = {"beta": r(beta, 2), "tilt_db": r(tilt), "level_db": r(level), "durations_s": [r(dur, 3)],
-            "events": [event(onset, dur, None, level)], "labels": {"noise": colour}}
+            **timeline([event("noise", onset, dur, level, colour=colour)]), "labels": {"noise": colour}}
     spectrum, sound = NOISE_DESC[colour]
     cap = f"About {fmt_s(dur)} of steady noise at about {fmt_db(level)} with {spectrum}: {sound} ({colour} noise)."
     slope = (f"is flat across frequencies (a slope of about {abs(tilt):.0f} dB per octave)" if colour == "white"
@@ -493,4 +536,4 @@ def noise_colour(spec: Spec) -> Draft:
            f"That spectrum is the mark of {colour} noise.")
     q = "What colour of noise is this?"
     choices, ans = spec.layout(f"{colour} noise", [f"{c} noise" for c in ("white", "pink", "brown") if c != colour])
-    return Draft([x], q, choices, ans, meta, cap, cot, surrogate("noise, static, hiss", "the spectrum", ans))
+    return Draft([x], q, choices, ans, meta, cap, cot, *guessed(spec, "noise, static, hiss", "the spectrum", choices))

@@ -29,10 +29,10 @@ import soundfile as sf
 import soxr
 
 from audior1.data import dsp
-from audior1.data.core import Draft, Spec, number_word, r, surrogate_intro
+from audior1.data.core import Draft, Spec, event, number_word, r, surrogate_intro
 from audior1.data.dsp import fmt_hz, fmt_s
-from audior1.data.sound import ORD, base_meta, build_chord, chord_cot, chord_facts, count_options, event, \
-    event_train, note_list, noise_phrase, render, surrogate, two_tones
+from audior1.data.sound import ORD, base_meta, build_chord, chord_cot, chord_facts, count_options, event_train, \
+    guessed, note_list, noise_phrase, render, timeline, two_tones
 
 ESPEAK = "espeak-ng"
 MALE_VOICES = ("en-us", "en-gb", "en-029", "en-gb-scotland")
@@ -147,18 +147,51 @@ def voice_pitch(spec: Spec) -> Draft:
             break
     else:
         raise RuntimeError(f"no {'high' if high else 'low'} voice rendering within its F0 band")
-    events, _, end = speech_clip(spec, [y], [0.0])
+    events, onsets, end = speech_clip(spec, [y], [0.0])
     x, bg = render(spec, end + 0.15, events, SPEECH_LEVEL_DB)
     label = "high-pitched" if high else "low-pitched"
+    said = event("speech", onsets[0], len(y) / dsp.SR, SPEECH_LEVEL_DB, f0, note=False, text=text,
+                 words=len(text.split()), voice=voice)
     meta = base_meta(bg, transcript=text, voice=voice, espeak_pitch=pitch, rate_wpm=rate, f0_hz=r(f0),
                      durations_s=[r(len(y) / dsp.SR, 3)], level_db=SPEECH_LEVEL_DB,
+                     **timeline([said], ("speech", None, {"text": text, "f0_hz": r(f0)})),
                      labels={"voice_pitch": "high" if high else "low", "gender": gender(voice)})
     cap = (f'A {gender(voice)} voice, {label} (median pitch about {fmt_hz(f0)}), says "{text}"{noise_phrase(bg)}.')
-    cot = (f"The voice's pitch stays around {fmt_hz(f0)}, which is {'high' if high else 'low'} for a speaking voice, "
-           f"so the voice is {label}.")
+    cot = f"The voice's pitch stays around {fmt_hz(f0)}. {voice_pitch_verdict(f0, gender(voice), high)}"
     q = "Is the speaker's voice low-pitched or high-pitched?"
     choices, ans = spec.layout(label, ["low-pitched" if high else "high-pitched"])
-    return Draft([x], q, choices, ans, meta, cap, cot, surrogate("speech", "how high the voice is", ans, text))
+    return Draft([x], q, choices, ans, meta, cap, cot,
+                 *guessed(spec, "speech", "how high the voice is", choices, transcript=text))
+
+
+# Typical median F0 of adult speaking voices in Hz (the reference chain compares the measured pitch with these;
+# it words them without numbers, which are not facts about the clip).
+MALE_F0_HZ = (85.0, 155.0)
+FEMALE_F0_HZ = (165.0, 255.0)
+DEEP_F0_HZ = 100.0  # below this, the deep end of men's voices; every low-class voice lies below it
+
+
+def voice_pitch_verdict(f0: float, sex: str, high: bool) -> str:
+    """The reference chain's reading of a median F0, worded from the value — a 115 Hz man's voice is an
+    ordinary man's voice, not "high for a speaking voice" — then the choice between the two answers.
+    Every low-class voice lies below DEEP_F0_HZ and every high-class one above VOICE_PITCH_SPLIT_HZ."""
+    label = "high-pitched" if high else "low-pitched"
+    if f0 < MALE_F0_HZ[0]:
+        where = "That is below the usual range of a man's speaking voice: very low for a speaking voice"
+    elif f0 < DEEP_F0_HZ:
+        where = "That is at the deep end of a man's usual speaking range, low for a speaking voice"
+    elif f0 <= MALE_F0_HZ[1]:
+        return ("That is an ordinary pitch for a man's speaking voice, neither high nor low for a man, but clearly "
+                f"above the deepest voices, so of the two choices the voice is {label}.")
+    elif sex == "male":
+        where = "That is above the usual range of a man's speaking voice: high for a man's voice"
+    elif f0 < FEMALE_F0_HZ[0]:
+        where = "That is at the bottom of a woman's usual speaking range and above a man's"
+    elif f0 <= FEMALE_F0_HZ[1]:
+        where = "That is within a woman's usual speaking range, high for a speaking voice"
+    else:
+        where = "That is above a woman's usual speaking range: very high for a speaking voice"
+    return f"{where}, so the voice is {label}."
 
 
 def voice_f0_hz(y: np.ndarray) -> float:
@@ -190,20 +223,49 @@ def speech_rate(spec: Spec) -> Draft:
             break
     else:
         raise RuntimeError(f"no {'fast' if fast else 'slow'} rendering within its words-per-second band")
-    events, _, end = speech_clip(spec, [y], [0.0])
+    events, onsets, end = speech_clip(spec, [y], [0.0])
     x, bg = render(spec, end + 0.15, events, SPEECH_LEVEL_DB)
     label = "fast" if fast else "slow"
+    pace = {"words": n, "words_per_sec": r(wps, 2), "speaking_rate_wpm": r(60 * wps)}
+    said = event("speech", onsets[0], dur, SPEECH_LEVEL_DB, text=text, voice=voice, **pace)
     meta = base_meta(bg, transcript=text, voice=voice, espeak_pitch=pitch, rate_wpm=rate, counts={"word": n},
-                     words_per_s=r(wps, 2), durations_s=[r(dur, 3)], level_db=SPEECH_LEVEL_DB,
+                     words_per_sec=r(wps, 2), durations_s=[r(dur, 3)], level_db=SPEECH_LEVEL_DB,
+                     **timeline([said], ("speech", None, {"text": text, **pace})),
                      labels={"rate": label, "gender": gender(voice)})
     cap = (f'A {gender(voice)} voice speaking {"quickly" if fast else "slowly"} says "{text}": {n} words in '
            f"{fmt_s(dur)}, about {wps:.1f} words per second{noise_phrase(bg)}.")
     cot = (f"The {n} words take about {fmt_s(dur)}, so the speaker says about {wps:.1f} words per second, or about "
-           f"{60 * wps:.0f} per minute. That is well {'above' if fast else 'below'} an ordinary conversational "
-           f"pace, so this is {label} speech.")
+           f"{60 * wps:.0f} per minute. {speech_rate_verdict(60 * wps, fast)}")
     q = "Is the person speaking slowly or quickly?"
     choices, ans = spec.layout("quickly" if fast else "slowly", ["slowly" if fast else "quickly"])
-    return Draft([x], q, choices, ans, meta, cap, cot, surrogate("speech", "the pace", ans, text))
+    return Draft([x], q, choices, ans, meta, cap, cot, *guessed(spec, "speech", "the pace", choices, transcript=text))
+
+
+# An ordinary conversational pace in words per minute, and where quick speech begins (the reference chain
+# compares the measured rate with these). The rate bands of RATES keep every slow item at or below 168 and
+# every fast one at or above 216 words per minute.
+CONVERSATIONAL_WPM = (120, 170)
+QUICK_WPM = 200
+
+
+def speech_rate_verdict(wpm: float, fast: bool) -> str:
+    """The reference chain's reading of a speaking rate, worded from the value as the chain states it (140-148
+    words per minute is an ordinary conversational pace, not "well below" one), then the choice between
+    slowly and quickly."""
+    lo, hi = CONVERSATIONAL_WPM
+    ordinary = f"an ordinary conversational pace (about {lo} to {hi} per minute)"
+    label = "fast" if fast else "slow"
+    stated = round(wpm)
+    if stated < lo - 20:
+        return f"That is well below {ordinary}, so this is slow speech."
+    if stated < lo:
+        return f"That is below {ordinary}, so this is slow speech."
+    if stated <= hi:
+        return (f"That is {ordinary}, unhurried and below the pace of quick speech (over {QUICK_WPM} per minute), "
+                f"so of the two choices this is {label} speech.")
+    if stated <= QUICK_WPM:
+        return f"That is above {ordinary}, so this is {label} speech."
+    return f"That is well above {ordinary}, so this is fast speech."
 
 
 # ---------------------------------------------------------------------------------------------- word count
@@ -220,8 +282,9 @@ def word_count(spec: Spec) -> Draft:
     events, onsets, end = speech_clip(spec, parts, list(spec.rng.uniform(*gap, n)))
     x, bg = render(spec, end + 0.1, events, SPEECH_LEVEL_DB)
     text = " ".join(words)
+    said = [event("word", t, len(p) / dsp.SR, SPEECH_LEVEL_DB, text=w) for t, p, w in zip(onsets, parts, words)]
     meta = base_meta(bg, transcript=text, voice=voice, espeak_pitch=pitch, rate_wpm=rate, counts={"word": n},
-                     events=[event(t, len(p) / dsp.SR, None, SPEECH_LEVEL_DB) for t, p in zip(onsets, parts)],
+                     **timeline(said, ("speech", None, {"text": text})),
                      level_db=SPEECH_LEVEL_DB, labels={"gender": gender(voice)})
     cap = f'A {gender(voice)} voice says {n} separate words with pauses between them: "{text}"{noise_phrase(bg)}.'
     listing = ", ".join(f'"{w}" at {t:.2f} s' for w, t in zip(words, onsets))
@@ -245,6 +308,19 @@ def announce(spec: Spec, text: str):
     return (t0, y), voice, t0 + len(y) / dsp.SR + float(spec.rng.uniform(0.3, 0.45))
 
 
+def announcement(speech: tuple, text: str, voice: str) -> dict:
+    """The trap's spoken announcement as a speech event."""
+    return event("speech", speech[0], len(speech[1]) / dsp.SR, SPEECH_LEVEL_DB, text=text,
+                 words=len(text.split()), voice=voice)
+
+
+def trap_timeline(speech: tuple, text: str, voice: str, facts: list[dict], name: str) -> dict:
+    """Events and segments of a trap: the announcement, then the sounds it misdescribes (segment `name`)."""
+    return timeline([announcement(speech, text, voice)] + facts,
+                    ("announcement", lambda e: e["kind"] == "speech", {"text": text}),
+                    (name, lambda e: e["kind"] != "speech", {}))
+
+
 def trap_count(spec: Spec) -> Draft:
     lo, hi = {"easy": (2, 5), "medium": (3, 6), "hard": (4, 8)}[spec.difficulty]
     n = lo + spec.pick(hi - lo + 1)
@@ -262,14 +338,15 @@ def trap_count(spec: Spec) -> Draft:
     shift = start - ev[0][0]
     ev = [speech] + [(t + shift, y) for t, y in ev]
     for f in facts:
-        f["onset_s"] = r(f["onset_s"] + shift, 3)
+        f["onset_sec"] = r(f["onset_sec"] + shift, 3)
     x, bg = render(spec, length + shift, ev, level)
     meta = base_meta(bg, transcript=text, voice=voice, spoken_count=k, counts={"tone": n}, freqs_hz=[r(freq)],
                      durations_s=[r(beep, 3)], speech_end_s=r(speech[0] + len(speech[1]) / dsp.SR, 3),
-                     events=facts, trap=True, labels={"gender": gender(voice)})
+                     **trap_timeline(speech, text, voice, facts, "beeps"), trap=True,
+                     labels={"gender": gender(voice)})
     cap = (f'A voice says "{text}", then {n} beeps at about {fmt_hz(freq)} follow, each about {fmt_s(beep)} '
            f"long{noise_phrase(bg)}.")
-    onsets = ", ".join(f"beep {i + 1} at {f['onset_s']:.2f} s" for i, f in enumerate(facts))
+    onsets = ", ".join(f"beep {i + 1} at {f['onset_sec']:.2f} s" for i, f in enumerate(facts))
     cot = f'The voice says "{text}", but counting the beeps that follow: {onsets}. That makes {n} beeps.'
     q = "How many beeps follow the voice?"
     choices, ans = count_options(spec, n)
@@ -292,7 +369,7 @@ def trap_chord(spec: Spec) -> Draft:
     speech, voice, start = announce(spec, text)
     y, midis, root, inv, dur, level = build_chord(spec, quality)
     x, bg = render(spec, start + dur + 0.15, [speech, (start, y)], level)
-    meta = chord_facts(bg, quality, midis, root, inv, dur, level, start)
+    meta = chord_facts(bg, quality, midis, root, inv, dur, level, start, announcement=announcement(speech, text, voice))
     meta.update(transcript=text, voice=voice, announced=said, trap=True,
                 speech_end_s=r(speech[0] + len(speech[1]) / dsp.SR, 3))
     cap = (f'A voice says "{text}", then a chord of three sine notes sounds for {fmt_s(dur)}: {note_list(midis)}'
@@ -318,11 +395,12 @@ def trap_pitch(spec: Spec) -> Draft:
     shift = start - ev[0][0]
     x, bg = render(spec, length + shift, [speech] + [(t + shift, y) for t, y in ev], level)
     for f in facts:
-        f["onset_s"] = r(f["onset_s"] + shift, 3)
+        f["onset_sec"] = r(f["onset_sec"] + shift, 3)
     actual = "higher" if second_higher else "lower"
     meta = base_meta(bg, transcript=text, voice=voice, announced=said, trap=True, freqs_hz=[r(f1), r(f2)],
                      durations_s=[r(d1, 3), r(d2, 3)], difference_semitones=r(st, 2), counts={"tone": 2},
-                     speech_end_s=r(speech[0] + len(speech[1]) / dsp.SR, 3), events=facts,
+                     speech_end_s=r(speech[0] + len(speech[1]) / dsp.SR, 3),
+                     **trap_timeline(speech, text, voice, facts, "tones"),
                      labels={"higher": ORD[int(second_higher)], "lower": ORD[1 - int(second_higher)],
                              "gender": gender(voice)})
     cap = (f'A voice says "{text}", then two sine tones follow: the first about {fmt_hz(f1)} and the second about '

@@ -30,7 +30,8 @@ def manifests(path: str | Path) -> list[Path]:
 
 
 def duration(item: dict) -> float:
-    d = item.get("meta", {}).get("clip_s")
+    meta = item.get("meta", {})
+    d = (meta.get("clip") or {}).get("duration_sec", meta.get("clip_s"))
     if d is None:
         import soundfile as sf
         d = sum(sf.info(a).duration for a in item["audio"])

@@ -7,6 +7,9 @@ Design choices:
   wrong and is reported as `no_prediction`; unparseable outputs (no `</think>`) are wrong and reported.
   Only a scorer's own `None` (MMSU official's unparsed letter) or a scorer that does not apply to an item
   (token sets on a numeric item) leaves the denominator, and is counted as excluded.
+- A breakdown field may join record fields with ":" ("task:question_type"): its groups are the value
+  combinations ("count_events:count_mc"), for names that are only unique together (question types are named
+  within a task, and `count_mc` belongs to three).
 - Fractions in JSON, percentages with one decimal in tables. Plots use matplotlib's Agg backend, imported
   only when a plot is drawn.
 """
@@ -72,6 +75,15 @@ def _stats(values: list[float]) -> dict:
             "p90": s[min(len(s) - 1, int(0.9 * len(s)))], "max": s[-1]}
 
 
+def breakdown_value(item: EvalItem, field: str) -> str:
+    """An item's group for a breakdown field: the record field's value, or for "a:b" the values of a and b
+    joined by ":" ("unknown" when the item has none of them)."""
+    values = [item.fields.get(f) for f in field.split(":")]
+    if all(v is None for v in values):
+        return "unknown"
+    return ":".join("unknown" if v is None else v for v in values)
+
+
 def summarize(bench: ModuleType, items: list[EvalItem], records: list[dict], config: dict) -> dict:
     k = config["sampling"]["n"]
     by_key = {(r["id"], r["sample"]): r for r in records}
@@ -82,7 +94,7 @@ def summarize(bench: ModuleType, items: list[EvalItem], records: list[dict], con
     for field in bench.BREAKDOWN:
         groups: dict[str, list[EvalItem]] = {}
         for item in items:
-            groups.setdefault(item.fields.get(field, "unknown"), []).append(item)
+            groups.setdefault(breakdown_value(item, field), []).append(item)
         if set(groups) != {"unknown"}:
             breakdown[field] = {value: _metrics(bench, group, samples, k) for value, group in sorted(groups.items())}
     reasoning = [r["reasoning_tokens"] for r in ok if r.get("reasoning_tokens") is not None]

@@ -32,7 +32,7 @@ import yaml
 
 from audior1.config import ConfigError
 
-SFT_KINDS = ("text_cot", "direct", "caption", "audio_cot")
+SFT_KINDS = ("text_cot", "direct", "caption", "audio_cot", "surrogate")
 RL_KINDS = ("audio", "text")
 PARTS = ("encoder", "adapter", "decoder")
 DTYPES = ("float32", "bfloat16")
@@ -46,15 +46,21 @@ class Source:
 
     SFT kinds: `text_cot` (caption + question as text → reasoning + answer), `direct` (audio question →
     empty think block + answer), `caption` (audio + `caption_prompt` → empty think block + caption),
-    `audio_cot` (audio question → the chain in `reasoning_field` + answer). RL kinds: `audio` (audio
-    question) and `text` (caption + question as text)."""
+    `audio_cot` (audio question → the chain in `reasoning_field` + answer), `surrogate` (audio question →
+    `surrogate_cot` + `surrogate_answer`, the answer that chain reaches: an ablation that trains reasoning
+    from transcripts and tags instead of the sound). RL kinds: `audio` (audio question) and `text` (caption +
+    question as text).
+
+    Question types are named within a family (`count_mc` is a question type of three), so the question-type
+    filters take `task:question_type` keys (`count_events:count_mc`); a plain question type is accepted only
+    where it names one family's question type among the items the source's `tasks` filter keeps."""
 
     manifest: str = ""
     kind: str = "direct"
     weight: float = 1.0
     tasks: list[str] | None = None  # keep only these families (None: all)
-    question_types: list[str] | None = None  # keep only these question types
-    exclude_question_types: list[str] | None = None  # hold these question types out
+    question_types: list[str] | None = None  # keep only these "task:question_type"s (plain: if unambiguous)
+    exclude_question_types: list[str] | None = None  # hold these "task:question_type"s out
     reasoning_field: str = "text_cot"  # audio_cot / text_cot: where the chain comes from
     limit: int | None = None  # first N items after filtering
     reward: str | None = None  # RL: reward function name (default: "audio" for audio, "text" for text)
@@ -161,7 +167,7 @@ class TrainConfig(RunDirs):
 class SFTData(RunDirs):
     """What SFT trains and evaluates on."""
 
-    data: list[Source] = field(default_factory=list)  # the mixture (kinds: text_cot, direct, caption, audio_cot)
+    data: list[Source] = field(default_factory=list)  # the mixture (kinds: see SFT_KINDS and Source)
     dev_manifest: str | None = None  # held-out items: dev loss and dev accuracy every eval_every steps
 
 
@@ -283,6 +289,11 @@ def _source_problems(s: Source, where: str) -> list[str]:
         problems.append(f"{where}.weight must be > 0, got {s.weight}")
     if s.limit is not None and s.limit < 1:
         problems.append(f"{where}.limit must be ≥ 1 or null, got {s.limit}")
+    for name in ("question_types", "exclude_question_types"):
+        for key in getattr(s, name) or []:
+            task, sep, qtype = str(key).partition(":")
+            if not str(key).strip() or (sep and (not task or not qtype or ":" in qtype)):
+                problems.append(f"{where}.{name}: {key!r} is not a question type or task:question_type")
     return problems
 
 

@@ -50,17 +50,48 @@ from audior1.train.config import Source
 # ---- items and renderings -----------------------------------------------------------------------
 
 def load_items(source: Source, check_files: bool = False) -> list[dict]:
-    """A source's manifest items after its task / question-type filters and limit."""
+    """A source's manifest items after its task / question-type filters and limit. Question types are
+    matched as (task, question type) pairs: see `question_type_pairs`."""
     items = read_manifest(source.manifest, check_files=check_files)
     if source.tasks is not None:
         items = [it for it in items if it["task"] in source.tasks]
-    if source.question_types is not None:
-        items = [it for it in items if it["question_type"] in source.question_types]
-    if source.exclude_question_types:
-        items = [it for it in items if it["question_type"] not in source.exclude_question_types]
+    for name, keep in (("question_types", True), ("exclude_question_types", False)):
+        keys = getattr(source, name)
+        if keys is None or (not keep and not keys):
+            continue
+        pairs = question_type_pairs(keys, items, f"data source {source.manifest}: {name}")
+        items = [it for it in items if ((it["task"], it["question_type"]) in pairs) == keep]
     if source.limit is not None:
         items = items[: source.limit]
     return items
+
+
+def question_type_pairs(keys: list[str], items: list[dict], where: str = "question_types") -> set[tuple[str, str]]:
+    """The (task, question type) pairs that filter keys name. A key is `task:question_type`, or a plain
+    question type, which names that question type of the one task in `items` that has it; a plain key shared
+    by several tasks (`count_mc`: count_events, word_count, trap_count) is ambiguous and raises DataError
+    naming them. A key that names nothing among non-empty `items` is a DataError too (a typo would otherwise
+    silently hold nothing out)."""
+    present = {(it["task"], it["question_type"]) for it in items}
+    pairs: set[tuple[str, str]] = set()
+    for key in keys:
+        key = str(key)
+        task, sep, qtype = key.partition(":")
+        if sep and not any(q == key for _, q in present):
+            if present and (task, qtype) not in present:
+                raise DataError(f"{where}: {key!r} names no (task, question type) of this source's items "
+                                f"(they have: {', '.join(sorted(f'{t}:{q}' for t, q in present))})")
+            pairs.add((task, qtype))
+            continue
+        tasks = sorted({t for t, q in present if q == key})
+        if present and not tasks:
+            raise DataError(f"{where}: question type {key!r} is not one of this source's items' "
+                            f"(they have: {', '.join(sorted({q for _, q in present}))})")
+        if len(tasks) > 1:
+            raise DataError(f"{where}: question type {key!r} is ambiguous: the tasks {', '.join(tasks)} all have it; "
+                            f"name one as task:question_type (e.g. {tasks[0]}:{key})")
+        pairs.update((t, key) for t in tasks)
+    return pairs
 
 
 def empty_source_error(source: Source, items: list[dict], what: str, skip_reasons: str) -> DataError:
@@ -98,6 +129,8 @@ def render(item: dict, kind: str, caption_prompt: str = "Describe the audio in d
         return question_text(item), list(item["audio"]), need(reasoning_field), item["answer"]
     if kind == "caption":
         return caption_prompt, list(item["audio"]), "", need("caption")
+    if kind == "surrogate":  # the surrogate chain with the answer it reaches (not the item's answer): coherent
+        return question_text(item), list(item["audio"]), need("surrogate_cot"), need("surrogate_answer")
     if kind in ("text_cot", "text"):
         reasoning = need(reasoning_field) if kind == "text_cot" else ""
         return question_text(item, as_text=True), [], reasoning, item["answer"]

@@ -17,7 +17,9 @@ from audior1.eval.benchmarks.common import str_fields, token_set_key, token_set_
 from audior1.eval.items import (MC_TEMPLATE, EvalItem, SchemaError, audio_part, mc_text, text_part, user)
 
 NAME = "synthetic"
-BREAKDOWN = ("task", "question_type", "category", "difficulty")
+# Question types are named within a task (`count_mc` is one of three tasks'), so they are broken down as
+# (task, question type) pairs: "count_events:count_mc".
+BREAKDOWN = ("task", "task:question_type", "category", "difficulty")
 SCORERS = ("exact", "normalised", "official-raw")
 EXTRACTORS = (extract.post_think, extract.option_text, extract.number)
 SAMPLING: dict = {}
