@@ -2,8 +2,9 @@
 
 import pytest
 
+from audior1.chat import THINK_END
 from audior1.data import fsdd
-from audior1.data.grounding import grounding_score
+from audior1.data.grounding import judge_chain
 from audior1.data.manifest import read_manifest
 
 
@@ -66,7 +67,9 @@ def test_answers_follow_from_the_metadata(built):
                 assert it["answer"] == fsdd.ACCENT_TEXT[fsdd.SPEAKERS[m["speakers"][0]]]
             else:
                 assert it["answer"] == m["speakers"][0] and len(set(m["speakers"])) == 1
-            assert grounding_score(it["text_cot"], m).ok, it["text_cot"]
+            verdict = judge_chain(it, f"{it['text_cot']}\n{THINK_END}\n{it['answer']}")
+            assert verdict.keep, (it["text_cot"], verdict.why)
+            assert "surrogate" in judge_chain(it, f"{it['surrogate_cot']}\n{THINK_END}\n{it['surrogate_answer']}").reasons
 
 
 def test_same_seed_same_bytes(recordings, tmp_path):

@@ -3,7 +3,8 @@ optional LLM judge (audior1.eval.judge.refusal_judge) against a scripted OpenAI-
 
 import pytest
 
-from audior1.data.grounding import grounding_score
+from audior1.chat import THINK_END
+from audior1.data.grounding import judge_chain
 from audior1.data.refusal import FAMILIES, is_refusal, normalise, refusal_reason
 from test_eval_e2e import serve  # noqa: F401 - the scripted OpenAI-compatible server fixture
 
@@ -257,13 +258,14 @@ def test_normalise_and_embedding_in_a_chain():
     assert not is_refusal("The first tone is about 440 Hz and the second about 494 Hz, so the second is higher.")
 
 
-def test_grounding_score_uses_the_detector():
-    assert grounding_score("I'm unable to hear the clip. It is probably 440 Hz.").refusal
-    assert not grounding_score("I can't hear any speech in this clip, only a 440 Hz tone.").refusal
-    meta = {"freq_hz": [440.0]}
-    rep = grounding_score("There is no audio attached. The tone is 440 Hz.", meta)
-    assert rep.refusal and not rep.ok
-    assert grounding_score("I can't hear any noise; the tone is 440 Hz.", meta).ok
+def test_the_grounding_filter_uses_the_detector():
+    item = {"id": "x", "answer": "A4", "choices": None, "meta": None}
+    for text, refused in (("I'm unable to hear the clip. It is probably 440 Hz.", True),
+                          ("There is no audio attached. The tone is 440 Hz.", True),
+                          ("I can't hear any speech in this clip, only a 440 Hz tone.", False),
+                          ("I can't hear any noise; the tone is 440 Hz.", False)):
+        v = judge_chain(item, f"{text}\n{THINK_END}\nA4")
+        assert ("refusal" in v.reasons) == refused, text
 
 
 # ------------------------------------------------------------------------------------------------ the judge

@@ -12,8 +12,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from audior1.chat import split_reasoning
-from audior1.data.core import SPLITS
+from audior1.chat import THINK_END
+from audior1.data.core import SPLITS, DataError
 
 DEFAULT_FSDD = Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd" / "recordings"
 
@@ -54,73 +54,79 @@ def cmd_tasks(args) -> int:
     return 0
 
 
-def reasoning_of(pred: dict, field: str | None = None) -> str:
-    """The reasoning in a prediction: `field`, else `reasoning`, else the reasoning of `response`/`output`/
-    `text`/`completion` by `chat.split_reasoning` (the text before the first `</think>`; all of it when the
-    think block is never closed)."""
-    if field:
-        return str(pred.get(field) or "")
-    if pred.get("reasoning") is not None:
-        return str(pred["reasoning"])
-    for k in ("response", "output", "text", "completion"):
+def completions_of(pred: dict, where: str) -> list[str]:
+    """The completions a prediction line holds (what followed `<think>\\n`: reasoning, `</think>`, answer):
+    `completions` (a list of samples), else one of `raw` (what `audior1 eval` writes), `completion`,
+    `response`, `output`, `text`, else `reasoning` + `answer` (an answer of null: never closed)."""
+    if isinstance(pred.get("completions"), list):
+        if not all(isinstance(c, str) for c in pred["completions"]):
+            raise DataError(f"{where}: field 'completions': expected a list of strings")
+        return pred["completions"]
+    for k in ("raw", "completion", "response", "output", "text"):
         if isinstance(pred.get(k), str):
-            return split_reasoning(pred[k]).reasoning
-    return ""
+            return [pred[k]]
+    if isinstance(pred.get("reasoning"), str):
+        answer = pred.get("answer")
+        return [pred["reasoning"] + (f"\n{THINK_END}\n{answer}" if answer is not None else "")]
+    raise DataError(f"{where}: no completion: expected 'completions', 'raw', 'completion', 'response', 'output', "
+                    "'text', or 'reasoning' (+ 'answer')")
 
 
 def verify_grounding(manifest: str | Path, predictions: str | Path, out: str | Path | None = None,
-                     field: str | None = None) -> dict:
-    """Score every prediction's reasoning against its item's meta; write per-item reports; return a summary."""
-    from audior1.data.grounding import grounding_score
-    from audior1.data.manifest import ManifestError, read_manifest
+                     source: str = "auto") -> dict:
+    """Judge every sampled completion against its item (`grounding.judge_chain`); write one verdict per sample
+    as JSONL; return counts per task and per reason."""
+    from audior1.data.grounding import REASONS, judge_chain
+    from audior1.data.manifest import read_manifest
     items = {it["id"]: it for it in read_manifest(manifest, check_files=False)}
-    reports, per_task = [], defaultdict(list)
+    rows = []
     with open(predictions, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            where = f"{predictions}:{n}"
             try:
                 pred = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ManifestError(f"{predictions}:{n}: invalid JSON: {e.msg}") from None
+                raise DataError(f"{where}: invalid JSON: {e.msg}") from None
             if not isinstance(pred, dict) or "id" not in pred:
-                raise ManifestError(f"{predictions}:{n}: field 'id': missing")
+                raise DataError(f"{where}: field 'id': missing")
             item = items.get(pred["id"])
-            rep = grounding_score(reasoning_of(pred, field), item["meta"] if item else None,
-                                  item["answer"] if item else None)
-            task = item["task"] if item else "(unknown id)"
-            row = {"id": pred["id"], "task": task, **rep.to_dict()}
-            reports.append(row)
-            per_task[task].append(rep)
-    out = Path(out) if out else Path(predictions).with_suffix(".grounding.jsonl")
+            if item is None:
+                raise DataError(f"{where}: id {pred['id']!r} is not in {manifest}")
+            for k, completion in enumerate(completions_of(pred, where)):
+                v = judge_chain(item, completion, source=source)
+                rows.append({"id": item["id"], "sample": pred.get("sample", k), "task": item["task"],
+                             "question_type": item.get("question_type"), **v.to_dict()})
+    out = Path(out) if out else Path(predictions).with_suffix(".verdicts.jsonl")
     with open(out, "w", encoding="utf-8") as f:
-        for row in reports:
+        for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    per_task = defaultdict(list)
+    for row in rows:
+        per_task[row["task"]].append(row)
 
-    def agg(reps):
-        k = max(1, len(reps))
-        return {"n": len(reps), "score": round(sum(r.score for r in reps) / k, 4),
-                "ok": round(sum(r.ok for r in reps) / k, 4),
-                "grounded": round(sum(r.grounded for r in reps) / k, 2),
-                "contradicted": round(sum(r.contradicted for r in reps) / k, 2),
-                "unverifiable": round(sum(r.unverifiable for r in reps) / k, 2),
-                "vocabulary": round(sum(r.vocabulary_score for r in reps) / k, 4),
-                "refusals": sum(r.refusal for r in reps)}
-    everything = [r for reps in per_task.values() for r in reps]
-    return {"manifest": str(manifest), "predictions": str(predictions), "report": str(out),
-            "missing": len(set(items) - {r["id"] for r in reports}), "all": agg(everything),
-            "tasks": {t: agg(reps) for t, reps in sorted(per_task.items())}}
+    def agg(rs):
+        return {"samples": len(rs), "items": len({r["id"] for r in rs}), "kept": sum(r["keep"] for r in rs),
+                "items_with_a_kept_sample": len({r["id"] for r in rs if r["keep"]}),
+                "reasons": {reason: sum(reason in r["reasons"] for r in rs) for reason in REASONS},
+                "score": round(sum(r["score"] for r in rs) / max(1, len(rs)), 4)}
+    return {"manifest": str(manifest), "predictions": str(predictions), "verdicts": str(out), "source": source,
+            "items_without_samples": len(set(items) - {r["id"] for r in rows}), "all": agg(rows),
+            "tasks": {t: agg(rs) for t, rs in sorted(per_task.items())}}
 
 
 def cmd_verify(args) -> int:
-    s = verify_grounding(args.manifest, args.predictions, args.out, args.field)
+    from audior1.data.grounding import REASONS
+    s = verify_grounding(args.manifest, args.predictions, args.out, args.source)
     a = s["all"]
-    print(f"{a['n']} predictions ({s['missing']} manifest items without one); per-item reports: {s['report']}")
-    print(f"{'task':20s} {'n':>5s} {'score':>6s} {'ok':>6s} {'ground':>7s} {'contra':>7s} {'unver':>6s} "
-          f"{'vocab':>6s} {'refuse':>6s}")
+    print(f"{a['samples']} samples of {a['items']} items ({s['items_without_samples']} manifest items without "
+          f"one); verdicts: {s['verdicts']}")
+    heads = [r[:7] for r in REASONS]
+    print(f"{'task':20s} {'samples':>7s} {'kept':>5s} {'items+':>6s} " + " ".join(f"{h:>7s}" for h in heads))
     for t, v in list(s["tasks"].items()) + [("ALL", a)]:
-        print(f"{t:20s} {v['n']:5d} {v['score']:6.3f} {v['ok']:6.3f} {v['grounded']:7.2f} {v['contradicted']:7.2f} "
-              f"{v['unverifiable']:6.2f} {v['vocabulary']:6.3f} {v['refusals']:6d}")
+        print(f"{t:20s} {v['samples']:7d} {v['kept']:5d} {v['items_with_a_kept_sample']:6d} " +
+              " ".join(f"{v['reasons'][r]:7d}" for r in REASONS))
     if args.json:
         print(json.dumps(s))
     return 0
@@ -164,13 +170,18 @@ def _add_commands(sub) -> None:
     p.add_argument("--manifest", help="manifest file name (default fsdd-SPLIT.jsonl)")
     p.set_defaults(func=cmd_fsdd)
 
-    p = sub.add_parser("verify-grounding", help="check reasoning chains against the acoustic facts of a manifest",
-                       description="PREDICTIONS is JSONL with `id` and `reasoning` (or a `response` holding "
-                                   "<think>...</think>). Prints a per-task summary, writes per-item reports.")
+    p = sub.add_parser("verify-grounding", help="keep or drop sampled reasoning chains (the MGRD filter)",
+                       description="PREDICTIONS is JSONL with `id` and the completion (what followed <think>: "
+                                   "reasoning, </think>, answer) in `raw` (audior1 eval's predictions), `completion`, "
+                                   "`response`, `output` or `text`, or a list of samples in `completions`, or "
+                                   "`reasoning` + `answer`; an id may appear on several lines (one per sample). "
+                                   "Prints kept samples and drop reasons per task; writes one verdict per sample.")
     p.add_argument("manifest")
     p.add_argument("predictions")
-    p.add_argument("--out", help="per-item report JSONL (default: PREDICTIONS with .grounding.jsonl)")
-    p.add_argument("--field", help="read the reasoning from this prediction field")
+    p.add_argument("--out", help="verdicts JSONL (default: PREDICTIONS with .verdicts.jsonl)")
+    p.add_argument("--source", choices=("auto", "meta", "audio"), default="auto",
+                   help="check claims against meta, against measurements of the audio (meta hidden), or meta "
+                        "where the item has it (default)")
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
     p.set_defaults(func=cmd_verify)
 

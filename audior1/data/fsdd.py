@@ -220,24 +220,27 @@ def fsdd_speaker(spec: Spec, recordings: str) -> Draft:
     pool = split["speaker"][spk]
     recs = [pool[int(i)] for i in spec.rng.choice(len(pool), n, replace=False)]
     x, bg, facts = join(spec, recs)
-    f0 = f0_of(np.concatenate([load(rc.path) for rc in recs]))
-    meta = _meta(bg, recs, facts, f0_hz=r(f0))
+    f0 = f0_of(np.concatenate([load(rc.path) for rc in recs]))  # 0 where no voicing is found: then not stated
+    meta = _meta(bg, recs, facts, **({"f0_hz": r(f0)} if f0 > 0 else {}))
     words = " ".join(number_word(rc.digit) for rc in recs)
-    cap = (f'{speaker_desc(spk, True)}, median pitch about {fmt_hz(f0)}, says "{words}"'
+    pitch = f" with a median pitch of about {fmt_hz(f0)}" if f0 > 0 else ""
+    span = facts[-1]["onset_sec"] + facts[-1]["duration_sec"] - facts[0]["onset_sec"]
+    # no pitch to state: state the words' span instead (a chain must measure something)
+    heard = "" if f0 > 0 else f", {len(recs)} word{'s' if len(recs) > 1 else ''} over about {fmt_s(span)}"
+    cap = (f'{speaker_desc(spk, True)}{f", median pitch about {fmt_hz(f0)}," if f0 > 0 else ""} says "{words}"'
            f"{noise_phrase(bg)}.")
     accent = ACCENT_TEXT[SPEAKERS[spk]]
     if spec.qtype == "accent":
         q = "Which accent does the speaker have?"
         choices, ans = spec.layout(accent, [ACCENT_TEXT[a] for a in ACCENTS if a != SPEAKERS[spk]])
-        cot = (f'A male voice with a median pitch of about {fmt_hz(f0)} says "{words}"; its vowels and consonants '
-               f"carry {accent}.")
+        cot = f'A male voice{pitch} says "{words}"{heard}; its vowels and consonants carry {accent}.'
     else:
         q = "Which of these speakers is talking?"
         others = [s for s in speakers if s != spk]
         others = [others[int(i)] for i in spec.rng.permutation(len(others))[:3]]
         choices, ans = spec.layout(spk, others)
-        cot = (f'A male voice with a median pitch of about {fmt_hz(f0)} and {accent} says "{words}"; that voice '
-               f"and accent belong to speaker {spk}.")
+        cot = (f'A male voice{pitch} {"and" if pitch else "with"} {accent} says "{words}"{heard}; that voice and '
+               f"accent belong to speaker {spk}.")
     pick = guess(spec, choices)  # independent of the answer: the words do not say who speaks
     scot = (f"{surrogate_intro('speech', words)} Nothing in those words tells who is speaking, so I can only go "
             f"by the wording of the question and pick the answer {pick}.")

@@ -1,393 +1,501 @@
-"""Is a chain of reasoning grounded in the sound? Claim extraction and matching against an item's `meta`.
+"""The MGRD keep/drop filter: is a sampled chain correct, grounded in the sound, coherent, and the model's own?
 
-`grounding_score(reasoning, meta)` finds the acoustic claims in a chain — numbers with units (Hz, dB, s, ms,
-BPM, semitones, ranges of those), counts of things ("five beeps", "2 high beeps"), note names, interval and
-chord names, comparisons ("the second tone is higher"), and labels (waveform, noise colour, contour, loudness
-trend, voice pitch, speaking rate, gender, accent, speaker, spoken digit) — and checks each against the facts
-in `meta` with tolerances. Each claim is grounded, contradicted or unverifiable (meta has nothing to check it
-against). Quoted text is treated as a report of what is *said* and checked against the transcript instead
-(it counts separately: reading the words is not listening).
+`judge_chain(item, completion) -> Verdict` (paper §4.2, step 3c) keeps a completion only if all hold:
+- **correct** and not **truncated**: the answer after the first `</think>` is right by the evaluation's own
+  rule (`eval.benchmarks.synthetic.is_correct`);
+- **grounded**: every claim the chain makes about the sound (`audior1.data.claims`) is checked against THE
+  referent it names — in the item's `meta`, or, for audio without `meta`, in measurements of the clip
+  (`audior1.data.measure`); both become `facts.ClipFacts`, so one checker decides. No claim may be
+  contradicted, and at least one measurement (a number with a unit, a count, a note name) must be borne out
+  that is not just the answer restated ("There are 5 beeps." proves nothing about listening). A count of a
+  kind of sound the clip does not hold ("beeps" in a clip of clicks) is contradicted;
+- **coherent**: the chain's arithmetic and inequalities hold, its comparisons follow from the values it stated,
+  no two of its claims about one referent disagree, and its conclusion names the answer it gives;
+- **not a surrogate**: it does not reason from a transcript, caption, sound tags, the question's wording, or
+  an announcement of what the sound will be (`surrogate_cues`);
+- **not a refusal** ("I cannot hear audio", `audior1.data.refusal`; optionally an LLM judge).
 
-Score: `G / (G + 2C + U/4 + 1)` with G grounded acoustic claims, C contradicted claims (including misquoted
-transcripts), U unverifiable ones. It is 0 with no acoustic evidence (surrogate chains), rises with every
-verified measurement, and a single wrong measurement costs two right ones. `report.ok` (at least one grounded
-measurement — a number with a unit, a count or a note — none contradicted, no "I cannot hear audio" refusal)
-is the MGRD keep/drop filter; a label alone ("so it is a square wave") may only restate the answer.
+Tolerances are a listener's resolution, stated once in `LISTENER_TOL` and added to whatever the source allows
+(`meta` is exact; a measurement carries its own precision) and to how precisely the claim was written.
 
-Without meta (real benchmarks) the score is the acoustic-vocabulary score: the share of sentences that talk
-about sound (pitch, loudness, timbre, rhythm, noise, voice quality...) without leaning on transcripts or tags.
-
-Conventions for meta (what the generators write; docs/data.md): numeric keys carry their unit as a suffix
-(`_hz`, `_dbfs`/`_db`, `_sec`/`_s`, `_semitones`; `bpm`; rates end in `_per_sec` or `_wpm` and are not read as
-durations), scalars or lists, at any depth, including the per-event records of `events`, `segments` and
-`clip`; `counts` maps a canonical noun ("tone", "note", "click", "word", "digit", optionally qualified: "high
-tone") to an integer; `labels` maps a category to a value; `notes`/`melodies` hold note names; `transcript` the
-spoken words; `digits` spoken digits.
+The grounding score `G / (G + 2C + U/4 + 1)` (G borne-out claims, C contradicted, U unverifiable) ranks
+chains; the keep/drop decision does not use it.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
-from audior1.data.dsp import note_to_midi
+from audior1.chat import split_reasoning
+from audior1.data import facts as F
+from audior1.data.claims import Claim, ChainReading, read_chain
 from audior1.data.refusal import is_refusal
+from audior1.eval import extract
+from audior1.eval.benchmarks.synthetic import is_correct
 
-NUM_WORDS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())}
-NUM_WORDS.update({"oh": 0, "a single": 1, "single": 1})
-_NUMW = r"(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|" \
-        r"sixteen|seventeen|eighteen|nineteen|twenty)"
-_NUM = r"[-+]?\d+(?:\.\d+)?"
-UNITS = {"hz": "hz", "khz": "hz", "db": "db", "dbfs": "db", "bpm": "bpm", "beats per minute": "bpm",
-         "s": "s", "sec": "s", "secs": "s", "second": "s", "seconds": "s", "ms": "s",
-         "semitone": "semitones", "semitones": "semitones"}
-_UNIT = r"(khz|hz|dbfs|db|bpm|beats per minute|ms|seconds|second|secs|sec|s|semitones|semitone)\b"
-NOUNS = {"beep": "tone", "tone": "tone", "pulse": "tone", "pip": "tone", "chime": "tone", "blip": "tone",
-         "note": "note", "click": "click", "tick": "click", "knock": "click", "word": "word", "digit": "digit",
-         "number": "digit", "sound": "any", "event": "any"}
-_NOUN = r"(beeps?|tones?|pulses?|pips?|chimes?|blips?|notes?|clicks?|ticks?|knocks?|words?|digits?|numbers?|" \
-        r"sounds?|events?)\b"
-RELATIONS = {"higher": "lower", "lower": "higher", "longer": "shorter", "shorter": "longer", "louder": "softer",
-             "softer": "louder", "quieter": "louder", "wider": "narrower", "narrower": "wider", "larger": "smaller",
-             "smaller": "larger"}
-_ORD = {"first": "first", "second": "second", "third": "third", "1st": "first", "2nd": "second"}
-TOL = {"hz": lambda v: max(3.0, 0.06 * abs(v)), "db": lambda v: 3.0, "s": lambda v: max(0.06, 0.15 * abs(v)),
-       "bpm": lambda v: max(2.0, 0.08 * abs(v)), "semitones": lambda v: 0.6}
+REASONS = ("incorrect", "truncated", "ungrounded", "contradicted", "incoherent", "surrogate", "refusal")
+GROUNDED, CONTRADICTED, UNVERIFIABLE = "grounded", "contradicted", "unverifiable"
+STATUS = {F.CONSISTENT: GROUNDED, F.INCONSISTENT: CONTRADICTED, F.CANNOT_TELL: UNVERIFIABLE}
 
-# (category, pattern, value) in priority order; a span matched earlier is not matched again.
-LABEL_PATTERNS: list[tuple[str, str, str | None]] = [
-    ("interval", r"\b(?:minor|major|perfect)\s+(?:second|third|fourth|fifth|sixth|seventh)\b|\boctave\b|"
-                 r"\btritone\b|\bunison\b", None),
-    ("contour", r"\brising then falling\b|\brises (?:and )?then falls\b|\bup then down\b", "rising then falling"),
-    ("contour", r"\bfalling then rising\b|\bfalls (?:and )?then rises\b|\bdown then up\b", "falling then rising"),
-    ("loudness", r"\bcrescendo\b|\bgetting louder\b|\bgrows louder\b|\blouder and louder\b", "crescendo"),
-    ("loudness", r"\bdecrescendo\b|\bdiminuendo\b|\bgetting (?:softer|quieter)\b|\bfades? out\b", "decrescendo"),
-    ("loudness", r"\bstaying about the same\b|\bsteady (?:level|loudness)\b|\bconstant (?:level|loudness)\b",
-     "steady"),
-    ("contour", r"\b(?:melody|it|pitch) is (rising|falling)\b|\b(rising|falling) (?:melody|contour)\b|"
-                r"\b(ascending|descending)\b", None),
-    ("chord", r"\b(major|minor)\b", None),
-    ("waveform", r"\b(sine|square|sawtooth|triangle)(?:[- ]waves?|\b)", None),
-    ("noise", r"\b(white|pink|brown)\s+(?:\w+\s+)?noise\b", None),
-    ("voice_pitch", r"\b(low|high)[- ]pitched\s+(?:voice|speaker)\b|\bvoice(?: is|,)?\s+(low|high)[- ]pitched\b",
-     None),
-    ("rate", r"\b(slow|fast)\s+(?:speech|pace|speaker|talker)\b|\bspeak(?:s|ing)\s+(slowly|quickly|fast)\b",
-     None),
-    ("gender", r"\b(male|female|man's|woman's)\s+voice\b", None),
-    ("accent", r"\b(american|belgian|french|german|greek)(?:\s+(?:english|french))?\s+accent\b", None),
-    ("speaker", r"\bspeaker\s+(jackson|theo|nicolas|lucas|george)\b|\b(jackson|theo|nicolas|lucas|george)\b",
-     None),
-]
-LABEL_ALIASES = {"ascending": "rising", "descending": "falling", "slowly": "slow", "quickly": "fast",
-                 "man's": "male", "woman's": "female", "belgian": "french", "american": "american"}
-ACOUSTIC_TERMS = re.compile(
-    r"\b(pitch\w*|hz|khz|frequen\w+|tone|tones|tonal|timbre|loud\w*|quiet\w*|soft(?:er)?|volume|decibel\w*|db|"
-    r"rhythm\w*|tempo|bpm|beat\w*|melod\w+|chord\w*|note|notes|harmon\w+|overtone\w*|bass|treble|echo\w*|reverb\w*|"
-    r"noise|noisy|hiss\w*|rumbl\w+|buzz\w*|resonan\w+|vibrato|intonation|prosod\w+|accent\w*|breath\w*|rasp\w*|"
-    r"husky|crescendo|fad\w+|onset\w*|spectr\w+|formant\w*|register|staccato|sustain\w*|muffled|timing|pace|"
-    r"rising|falling|pause\w*|sound\w*|audio|listen\w*|hear\w*|voice\w*|vocal\w*|speaking rate|tremb\w+|"
-    r"beep\w*|click\w*|tick\w*|chime\w*|drum\w*|whistl\w+|ring\w*)\b", re.I)
-SURROGATE_TERMS = re.compile(r"\b(transcript\w*|caption\w*|the text says|the words say|written|subtitle\w*|"
-                             r"metadata|tagger|tags?|according to the (?:description|text))\b", re.I)
-SPEECH_VERB = re.compile(r"\b(says?|said|saying|announc\w*|reads?|spoken|speaks?|utter\w*|words?|transcript|"
-                         r"voice|speaker)\b\W*$", re.I)
-NEGATION = re.compile(r"\bnot\b|n't\b|\bnever\b|\bno\b")
+# How far a listener's statement may sit from the truth and still be right: value -> tolerance.
+LISTENER_TOL = {
+    "pitch": lambda v: max(0.025 * v, 2.0),         # under half a semitone (2.9%)
+    "overtone": lambda v: max(0.025 * v, 2.0),
+    "voice_f0": lambda v: 0.05 * v,
+    "duration": lambda v: max(0.03, 0.05 * v),
+    "onset": lambda v: 0.05, "offset": lambda v: 0.05,
+    "pause": lambda v: max(0.03, 0.08 * v),
+    "level": lambda v: 2.0, "start_level": lambda v: 2.0, "end_level": lambda v: 2.0,
+    "level_change": lambda v: 3.0, "snr": lambda v: 3.0, "noise_tilt": lambda v: 1.0, "noise_slope": lambda v: 1.0,
+    "tempo": lambda v: 0.04 * v, "speaking_rate": lambda v: 0.06 * v,
+}
+NOT_ABOUT_THE_SOUND = ("semitones",)             # derived from other claims; checked as steps
+
+SURROGATE_SOURCE = re.compile(
+    r"\btranscri(?:pt|ption|bed)\w*|\bsound tagger\b|\btagger\b|\b(?:sound|audio) tags?\b|\btagged as\b|"
+    r"\blabels? (?:it|the clip|this|the audio) as\b|\bcaption\w*|\bsubtitle\w*|\bmetadata\b|\bfile ?name\b|"
+    r"\bthe (?:description|text) (?:says|reads|states)\b")
+SURROGATE_GUESS = re.compile(
+    r"\bwording of the question\b|\bcan only (?:guess|go by)\b|\bguess(?:ing)?\b|\bwithout (?:hearing|listening)\b|"
+    r"\bbased on the (?:question|text|words|wording)\b|\bpick the answer\b|\bgo by the\b")
+ANNOUNCED = re.compile(r"\b(?:speaker|voice|announcer|narrator|announcement|recording)\s+(?:says|said|announces|"
+                       r"announced|calls|called|states|tells|promises|mentions|describes|claims|reads)\b")
+CONTRAST = re.compile(r"\bbut\b|\bhowever\b|\byet\b|\bignor\w+|\bregardless\b|\bnot what\b|\binstead\b|\bactually\b|"
+                      r"\bwrong\b|\bdecides?\b|\bcontrary\b|\bdespite\b|\brather than\b|\bnot (?:the|a)\b")
+SOUND_WORDS = re.compile(r"\b(?:beeps?|tones?|chords?|notes?|clicks?|higher|lower|major|minor|louder|softer|"
+                         r"melod\w+|pitch\w*|rising|falling|loud|quiet|noise)\b", re.I)
 
 
 @dataclass
-class Claim:
-    kind: str            # number | count | note | relation | label | transcript
-    text: str            # the span in the reasoning
-    value: object        # what it claims (normalised)
-    status: str          # grounded | contradicted | unverifiable
-    expected: object = None  # what meta says, when it disagrees
+class ClaimCheck:
+    """One claim and how it fared. `verified_by`: "meta", "measurement", or None (not checked)."""
+    kind: str
+    referent: str
+    value: str
+    text: str
+    status: str
+    verified_by: str | None
+    detail: str
+    evidence: bool = False          # a borne-out measurement that is not the answer restated
 
 
 @dataclass
-class GroundingReport:
-    grounded: int
-    contradicted: int
-    unverifiable: int
+class Verdict:
+    keep: bool
+    reasons: list[str]
     score: float
-    vocabulary_score: float
-    transcript_grounded: int = 0
-    measured: int = 0    # grounded measurements: numbers with units, counts, note names
-    refusal: bool = False
-    mode: str = "meta"   # meta | vocabulary
-    claims: list[Claim] = field(default_factory=list)
+    claims: list[ClaimCheck]
+    why: dict = field(default_factory=dict)       # reason -> what triggered it
+    source: str | None = None                     # "meta" | "measurement" | None
+    conclusion: str = ""
+    answer: str | None = None
 
     @property
-    def ok(self) -> bool:
-        """The MGRD filter: at least one verified measurement (a label or comparison alone may just restate
-        the answer), nothing contradicted, no refusal."""
-        return self.measured >= 1 and self.contradicted == 0 and not self.refusal
+    def grounded(self) -> int:
+        return sum(c.status == GROUNDED for c in self.claims)
+
+    @property
+    def contradicted(self) -> int:
+        return sum(c.status == CONTRADICTED for c in self.claims)
+
+    @property
+    def unverifiable(self) -> int:
+        return sum(c.status == UNVERIFIABLE for c in self.claims)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["ok"] = self.ok
-        return d
+        return {"keep": self.keep, "reasons": self.reasons, "score": round(self.score, 4), "source": self.source,
+                "why": self.why, "conclusion": self.conclusion, "answer": self.answer,
+                "claims": [asdict(c) for c in self.claims]}
 
 
-# ---------------------------------------------------------------------------------------------- facts
-@dataclass
-class Facts:
-    numbers: dict[str, list[float]]
-    counts: dict[str, int]
-    labels: dict[str, str]
-    midis: set[int]
-    root: str | None
-    transcript: str | None
-    digits: list[int]
+# ------------------------------------------------------------------------------------------- facts
+def facts_for(item: dict, source: str = "auto", audio_root: str | Path | None = None) -> F.ClipFacts | None:
+    """The facts a chain is checked against: `meta` (source "meta"), measurements of the item's first audio
+    file (source "audio"; paths relative to `audio_root`), or whichever exists ("auto": meta first)."""
+    if source not in ("auto", "meta", "audio"):
+        raise ValueError(f"source must be auto, meta or audio, got {source!r}")
+    meta = item.get("meta")
+    if source in ("auto", "meta") and isinstance(meta, dict) and isinstance(meta.get("events"), list) and \
+            isinstance(meta.get("clip"), dict):
+        return F.from_meta(meta)
+    if source == "meta":
+        return None
+    audio = item.get("audio")
+    path = audio[0] if isinstance(audio, list) and audio else audio
+    if not path:
+        return None
+    path = Path(path) if audio_root is None or Path(path).is_absolute() else Path(audio_root) / path
+    if not path.exists():
+        if source == "audio":
+            raise FileNotFoundError(f"{item.get('id', '?')}: audio file {path} not found (set audio_root)")
+        return None
+    return _measured(str(path.resolve()))
 
 
-def _num_values(v) -> list[float]:
-    if isinstance(v, bool):
+@lru_cache(maxsize=256)
+def _measured(path: str) -> F.ClipFacts:
+    from audior1.data.measure import measure_clip
+    return measure_clip(path)
+
+
+# ------------------------------------------------------------------------------------------- claims
+def _tolerance(c: Claim) -> float | None:
+    """Rounding of the written value plus a listener's tolerance (None: the checker's own rule)."""
+    if c.kind not in LISTENER_TOL:
+        return None
+    try:
+        v, ulp = F._parse(c.value)
+    except ValueError:
+        return None
+    if c.kind == "speaking_rate" and c.unit == "wpm":
+        return ulp + LISTENER_TOL[c.kind](v)
+    return ulp + LISTENER_TOL[c.kind](abs(v))
+
+
+def _resolve_member(c: Claim, facts: F.ClipFacts):
+    """The referent a claim's `member` names within its group (a `facts.Referent`), or (None, why)."""
+    ref, why = F.resolve(c.referent or None, facts)
+    if ref is None or c.member is None:
+        return ref, why
+    if c.member == "whole":
+        return F.Referent("group", ref.events, ref.name, whole=True, noun=ref.noun), ""
+    if c.member == "any":
+        return ref, ""
+    idx = list(ref.events) or list(range(len(facts.events)))
+    k = {"first": 0, "last": -1}.get(c.member, c.member - 1 if isinstance(c.member, int) else None)
+    if k is None or not -len(idx) <= k < len(idx):
+        return None, f"{ref.name} has {len(idx)} events, no {c.member}"
+    return F.Referent("event", (idx[k],), f"{c.member} of {ref.name}"), ""
+
+
+def check_claim(c: Claim, facts: F.ClipFacts | None) -> tuple[str, str]:
+    """(status, detail) of one claim against one source of facts."""
+    if facts is None:
+        return UNVERIFIABLE, "no meta and no audio to measure"
+    kind, value, tol = c.kind, c.value, _tolerance(c)
+    if kind == "period":           # "every 0.38 s" is a tempo of 60 / 0.38 BPM
+        p, ulp = F._parse(value)
+        kind, value = "tempo", 60.0 / p
+        tol = 60.0 * ulp / p ** 2 + LISTENER_TOL["tempo"](value)
+    chord = _chord_note(c, facts, tol)
+    if chord is not None:
+        return chord
+    ref, why = _resolve_member(c, facts)
+    if ref is None:
+        return _unresolved(c, facts, why)
+    if c.member == "any":
+        results = [F.check(kind, value, facts, F.Referent("event", (i,), f"{ref.name} member {k + 1}"),
+                           claim_tol=tol, unit=c.unit) for k, i in enumerate(ref.events)]
+        statuses = [s for s, _ in results]
+        status = F.CONSISTENT if F.CONSISTENT in statuses else \
+            F.INCONSISTENT if statuses and all(s == F.INCONSISTENT for s in statuses) else F.CANNOT_TELL
+        return STATUS[status], f"some member of {ref.name}: " + "; ".join(d for _, d in results[:6])
+    status, detail = F.check(kind, value, facts, ref, claim_tol=tol, unit=c.unit)
+    return STATUS[status], detail
+
+
+def _chord_note(c: Claim, facts: F.ClipFacts, tol: float | None) -> tuple[str, str] | None:
+    """"The chord's notes are F#3 (185 Hz), A#3 (233 Hz), …": the k-th note of a chord, low to high."""
+    if c.kind != "pitch" or not isinstance(c.member, int):
+        return None
+    ref, _ = F.resolve(c.referent or None, facts)
+    if ref is None or len(ref.events) != 1 or facts.events[ref.events[0]].kind != "chord":
+        return None
+    notes = facts.events[ref.events[0]].pitches
+    if c.member > len(notes):
+        return CONTRADICTED, f"{ref.name} has {len(notes)} notes, not {c.member}"
+    q = notes[c.member - 1]
+    hz = _stated_hz(c)
+    t = (tol if tol is not None and not F._NOTE.match(str(c.value)) else 0.029 * hz)
+    return STATUS[q.verdict(hz, t)], f"note {c.member} of {ref.name}: {q} (claimed {c.value})"
+
+
+def _unresolved(c: Claim, facts: F.ClipFacts, why: str) -> tuple[str, str]:
+    """A referent the clip does not hold. Counting (or placing) a kind of sound that is absent while other
+    sounds are there is a wrong claim, not an unverifiable one."""
+    mm = re.match(r"no (\w+) found in the clip", why)
+    if mm and c.kind in ("count", "onset", "duration", "pitch") and facts.events:
+        kinds = sorted({e.kind for e in facts.events})
+        if not (c.kind == "count" and c.value in ("0",)):
+            return CONTRADICTED, f"{why}: the clip's events are {', '.join(kinds)}"
+    return UNVERIFIABLE, why
+
+
+def _restates_answer(c: Claim, item: dict) -> bool:
+    answer = str(item.get("answer", ""))
+    if c.kind == "count":
+        return extract.normalise_number(answer) == extract.normalise_number(str(c.value))
+    if c.kind == "tempo" and "-" in str(c.value):
+        return str(c.value).replace("-", "–") in answer.replace("-", "–")
+    return False
+
+
+def check_claims(reading: ChainReading, facts: F.ClipFacts | None, item: dict) -> list[ClaimCheck]:
+    out = []
+    for c in reading.claims:
+        if c.kind in NOT_ABOUT_THE_SOUND:
+            continue
+        status, detail = check_claim(c, facts)
+        out.append(ClaimCheck(c.kind, c.describe().split(" = ")[0].split(" of ", 1)[1], str(c.value), c.text,
+                              status, facts.source if facts is not None and status != UNVERIFIABLE else None, detail,
+                              evidence=status == GROUNDED and c.measurement and not _restates_answer(c, item)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- surrogates
+def surrogate_cues(reasoning: str) -> list[str]:
+    """Why a chain reasons from something other than the sound: a transcript, caption or tags it relies on,
+    a guess from the question's wording, or what a voice announced the sound would be, taken at its word."""
+    text = reasoning.lower()
+    cues = []
+    for s in re.split(r"(?<=[.!?;])\s+", text):
+        for mm in SURROGATE_SOURCE.finditer(s):
+            if not re.search(r"\b(?:not|never|ignor\w+|instead of|rather than|without)\b[^.]{0,40}$", s[:mm.start()]):
+                cues.append(f"relies on {mm[0]!r}")
+        if SURROGATE_GUESS.search(s):
+            cues.append(f"guesses ({SURROGATE_GUESS.search(s)[0]!r})")
+    for mm in ANNOUNCED.finditer(text):
+        quoted = re.findall(r"[\"“]([^\"”]*)[\"”]", text[mm.end():mm.end() + 200])
+        said = quoted[0] if quoted else text[mm.end():mm.end() + 80]
+        if SOUND_WORDS.search(said) and not CONTRAST.search(text):
+            cues.append(f"takes the announcement at its word ({mm[0]!r})")
+    return list(dict.fromkeys(cues))
+
+
+# ------------------------------------------------------------------------------------------- coherence
+RELATION_KIND = {"higher": "pitch", "lower": "pitch", "longer": "duration", "shorter": "duration",
+                 "louder": "level", "softer": "level", "wider": "semitones", "narrower": "semitones"}
+GREATER = {"higher", "longer", "louder", "wider"}
+SYNONYMS = {"louder": ("crescendo", "rising", "increasing"), "softer": ("quieter", "decrescendo", "fading",
+            "falling", "diminuendo"), "same": ("steady", "constant", "level", "unchanged"),
+            "quickly": ("quick", "fast", "rapid", "rapidly"), "slowly": ("slow",), "major": ("bright",),
+            "minor": ("dark",), "low": ("deep",), "high": ("bright",)}
+STOP = {"the", "a", "an", "of", "is", "it", "about", "staying", "getting", "(", ")", "noise", "sound"}
+
+
+def _stated_hz(c: Claim) -> float | None:
+    try:
+        if F._NOTE.match(str(c.value)):
+            from audior1.data.dsp import midi_to_hz, note_to_midi
+            return midi_to_hz(note_to_midi(str(c.value)))
+        return F._parse(c.value)[0]
+    except ValueError:
+        return None
+
+
+def _key(phrase: str, member, facts: F.ClipFacts | None):
+    """What a phrase refers to, as a comparable key: the event indices in the facts where they resolve."""
+    if facts is not None:
+        ref, _ = F.resolve(phrase or None, facts)
+        if ref is not None:
+            events = ref.events
+            if member is not None and member not in ("any", "whole") and events:
+                k = {"first": 0, "last": -1}.get(member, member - 1 if isinstance(member, int) else 0)
+                events = (events[k],) if -len(events) <= k < len(events) else events
+            elif member == "any":
+                return None
+            return (ref.kind, tuple(events))
+    return (phrase, member)
+
+
+def _stated(reading: ChainReading, facts) -> dict:
+    """(referent key, quantity) -> values the chain stated (pitches in Hz)."""
+    values: dict = {}
+    for c in reading.claims:
+        kind = "pitch" if c.kind == "pitch" else c.kind
+        v = _stated_hz(c) if kind == "pitch" else (F._parse(c.value)[0] if kind in LISTENER_TOL or kind ==
+                                                       "semitones" else None)
+        if v is not None and c.kind == "speaking_rate" and c.unit == "wpm":
+            v /= 60
+        k = _key(c.referent, c.member, facts)
+        if v is None or k is None:
+            continue
+        values.setdefault((k, kind), []).append((v, c))
+    return values
+
+
+def coherence_problems(reading: ChainReading, facts: F.ClipFacts | None, item: dict, answer: str | None
+                       ) -> list[str]:
+    problems = [f"{s.kind}: {s.text!r} ({s.why})" for s in reading.steps if not s.ok]
+    stated = _stated(reading, facts)
+    problems += _disagreements(stated, facts)
+    problems += _comparison_problems(reading, stated, facts)
+    if answer is not None:
+        problems += _conclusion_problems(reading, item, answer)
+    return problems
+
+
+def _disagreements(stated: dict, facts) -> list[str]:
+    """Two values for one referent's single-valued quantity that cannot both be right (a chord has several
+    pitches, a group several durations)."""
+    out = []
+    for (key, kind), vals in stated.items():
+        single = key[0] in ("event", "speech", "clip", "background") and len(key[1]) <= 1 and not (
+            facts is not None and key[1] and facts.events[key[1][0]].kind == "chord")
+        if kind not in LISTENER_TOL or kind in ("pause", "overtone") or len(vals) < 2 or not single:
+            continue
+        (v0, c0), rest = vals[0], vals[1:]
+        for v, c in rest:
+            if abs(v - v0) > 2 * LISTENER_TOL[kind](max(abs(v), abs(v0))) + 1e-9:
+                out.append(f"contradicts itself: {c0.text!r} and {c.text!r} about {c.referent or 'the clip'}")
+    return out
+
+
+def _value_of(stated: dict, key, kind):
+    vals = stated.get((key, kind))
+    return vals[-1][0] if vals else None
+
+
+def _comparison_problems(reading: ChainReading, stated: dict, facts) -> list[str]:
+    out = []
+    for cmp in reading.comparisons:
+        if cmp.negated:
+            continue
+        kind = RELATION_KIND[cmp.relation]
+        keyed = {k: v[-1][0] for (k, q), v in stated.items() if q == kind}
+        if cmp.b == "=":                              # "the longer tone is the higher one"
+            a_key = _comparative_key(cmp.a, stated)
+            top = _extreme(keyed, cmp.relation in GREATER)
+            if a_key is not None and top is not None and a_key != top:
+                out.append(f"comparison {cmp.text!r} does not follow from the values the chain stated")
+            continue
+        if cmp.a in ("end", "start"):
+            melody = next((c.referent for c in reading.claims if c.member in ("first", "last")), None)
+            a = _value_of(stated, _key(melody, "last", facts), kind) if melody else None
+            b = _value_of(stated, _key(melody, "first", facts), kind) if melody else None
+        else:
+            a_key = _key(cmp.a, None, facts)
+            a = keyed.get(a_key)
+            if cmp.b:
+                b = keyed.get(_key(cmp.b, None, facts))
+            else:                                     # "the second tone is higher": than the other one
+                others = [v for k, v in keyed.items() if k != a_key]
+                b = others[0] if len(others) == 1 else None
+        if a is None or b is None:
+            continue
+        if a == b or (a > b) != (cmp.relation in GREATER):  # equal values decide nothing
+            out.append(f"comparison {cmp.text!r} contradicts the chain's own values ({a:g} vs {b:g})")
+    return out
+
+
+def _comparative_key(phrase: str, stated: dict):
+    mm = re.match(r"the (higher|lower|longer|shorter|louder|softer)", phrase)
+    if not mm:
+        return None
+    keyed = {k: v[-1][0] for (k, q), v in stated.items() if q == RELATION_KIND[mm[1]]}
+    return _extreme(keyed, mm[1] in GREATER)
+
+
+def _extreme(keyed: dict, greatest: bool):
+    if len(keyed) < 2:
+        return None
+    ranked = sorted(keyed.items(), key=lambda kv: kv[1], reverse=greatest)
+    return ranked[0][0] if ranked[0][1] != ranked[1][1] else None
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"[a-z]+|\d+(?:\.\d+)?", text.lower().replace("-", " "))
+
+
+def named_choice(text: str, choices: list[str]) -> int | None:
+    """The choice a conclusion names: a whole choice phrase, else the earliest word (or synonym) that only one
+    choice has; None when it names none or two at once."""
+    low = " ".join(_tokens(text))
+    spots = []
+    for i, ch in enumerate(choices):
+        phrase = " ".join(t for t in _tokens(ch) if t not in ("a", "an", "the"))
+        mm = re.search(rf"\b{re.escape(phrase)}\b", low) if phrase else None
+        if mm:
+            spots.append((mm.start(), -len(phrase), i))
+    if spots:
+        spots.sort()
+        return spots[0][2]
+    sets = [set(_tokens(ch)) - STOP for ch in choices]
+    common = set.intersection(*sets) if sets else set()
+    words = low.split()
+    best = []
+    for i, s in enumerate(sets):
+        distinct = (s - common) | {syn for w in s - common for syn in SYNONYMS.get(w, ())}
+        others = set().union(*(sets[j] for j in range(len(sets)) if j != i)) if len(sets) > 1 else set()
+        distinct -= others
+        pos = [k for k, w in enumerate(words) if w in distinct]
+        if pos:
+            best.append((pos[0], i))
+    best.sort()
+    if not best or (len(best) > 1 and best[0][0] == best[1][0]):
+        return None
+    return best[0][1]
+
+
+def _conclusion_problems(reading: ChainReading, item: dict, answer: str) -> list[str]:
+    """The chain's deciding statement must name the answer the completion gives."""
+    choices = item.get("choices")
+    numeric = not choices or all(extract.normalise_number(str(c)) is not None for c in choices)
+    for text in reading.conclusions:
+        if numeric:
+            mm = re.search(r"(?<![\w#.])-?\d+(?:\.\d+)?(?![\w#])", re.sub(r"\b[A-G][#b]?\d\b", " ", text))
+            if not mm:
+                continue
+            given = extract.number(answer)
+            if given is not None and extract.normalise_number(mm[0]) != given:
+                return [f"concludes {mm[0]!r} ({text!r}) but answers {answer!r}"]
+            return []
+        named = named_choice(text, choices)
+        if named is None:
+            continue
+        given, _ = extract.option_index(answer, choices)
+        if given is not None and given != named:
+            return [f"concludes {choices[named]!r} ({text!r}) but answers {choices[given]!r}"]
         return []
-    if isinstance(v, (int, float)):
-        return [float(v)]
-    if isinstance(v, list):
-        return [float(x) for x in v if isinstance(x, (int, float)) and not isinstance(x, bool)]
     return []
 
 
-# Key suffix -> unit of the numbers it holds (first match wins): rates (`_per_sec`, `_wpm`) are not durations,
-# `_sec`/`_s` are seconds, `_dbfs` levels and `_db` SNRs and changes both count as dB.
-UNIT_SUFFIXES = (("_per_sec", None), ("_wpm", None), ("_hz", "hz"), ("_dbfs", "db"), ("_db", "db"),
-                 ("_sec", "s"), ("_s", "s"), ("_semitones", "semitones"), ("_bpm", "bpm"))
+# ------------------------------------------------------------------------------------------- the verdict
+def grounding_score(checks: list[ClaimCheck]) -> float:
+    g = sum(c.status == GROUNDED for c in checks)
+    k = sum(c.status == CONTRADICTED for c in checks)
+    u = sum(c.status == UNVERIFIABLE for c in checks)
+    return g / (g + 2 * k + u / 4 + 1)
 
 
-def key_unit(key: str) -> str | None:
-    """The unit a meta key's numbers carry, from its suffix (`bpm` etc. also as a whole key), else None."""
-    if key in ("hz", "db", "s", "bpm", "semitones"):
-        return key
-    return next((unit for suffix, unit in UNIT_SUFFIXES if key.endswith(suffix)), None)
-
-
-def facts_from_meta(meta: dict) -> Facts:
-    nums: dict[str, list[float]] = {"hz": [], "db": [], "s": [], "bpm": [], "semitones": []}
-
-    def walk(d):
-        if isinstance(d, dict):
-            for k, v in d.items():
-                unit = key_unit(k)
-                if unit:
-                    nums[unit] += _num_values(v)
-                walk(v)
-        elif isinstance(d, list):
-            for v in d:
-                walk(v)
-    walk(meta)
-    labels = {k: str(v).lower() for k, v in (meta.get("labels") or {}).items()}
-    if "waveform" not in labels and isinstance(meta.get("waveform"), str):
-        labels["waveform"] = meta["waveform"]
-    for k in ("accent", "speaker", "gender"):
-        if isinstance(meta.get(k), str) and k not in labels:
-            labels[k] = meta[k].lower()
-    names = list(meta.get("notes") or []) + [n for m in (meta.get("melodies") or []) for n in m]
-    midis = set()
-    for n in names:
-        try:
-            midis.add(note_to_midi(n))
-        except (ValueError, IndexError):
-            pass
-    counts = {str(k).lower(): int(v) for k, v in (meta.get("counts") or {}).items()}
-    digits = [int(d) for d in meta.get("digits") or []]
-    return Facts(nums, counts, labels, midis, meta.get("root"), meta.get("transcript"), digits)
-
-
-# ---------------------------------------------------------------------------------------------- extraction
-def _to_num(s: str) -> float:
-    s = s.strip().lower()
-    return float(NUM_WORDS[s]) if s in NUM_WORDS else float(s)
-
-
-def _norm_words(s: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9']+", s.lower()))
-
-
-def _check_number(unit: str, v: float, f: Facts) -> tuple[str, object]:
-    known = f.numbers.get(unit) or []
-    if unit == "semitones":
-        v, known = abs(v), [abs(k) for k in known]
-    if not known:
-        return "unverifiable", None
-    if any(abs(v - k) <= TOL[unit](k) for k in known):
-        return "grounded", None
-    return "contradicted", sorted(set(known))[:6]
-
-
-def _check_range(unit: str, lo: float, hi: float, f: Facts) -> tuple[str, object]:
-    known = f.numbers.get(unit) or []
-    if not known:
-        return "unverifiable", None
-    lo, hi = min(lo, hi), max(lo, hi)
-    ok = any(lo - TOL[unit](k) * 0.25 <= k <= hi + TOL[unit](k) * 0.25 for k in known)
-    return ("grounded", None) if ok else ("contradicted", sorted(set(known))[:6])
-
-
-def _check_count(qual: str | None, noun: str, n: int, f: Facts) -> tuple[str, object]:
-    canon = NOUNS[noun.rstrip("s") if noun.rstrip("s") in NOUNS else noun]
-    c = f.counts
-    keys = [f"{qual} {canon}"] if qual else [canon]
-    if canon in ("tone", "note"):
-        other = "note" if canon == "tone" else "tone"
-        keys.append(f"{qual} {other}" if qual else other)
-    for k in keys:
-        if k in c:
-            return ("grounded", None) if c[k] == n else ("contradicted", c[k])
-    if canon == "any" and c:
-        return ("grounded", None) if n in c.values() else ("contradicted", sorted(c.values()))
-    return "unverifiable", None
-
-
-def _check_label(cat: str, value: str, f: Facts) -> tuple[str, object]:
-    value = LABEL_ALIASES.get(value, value)
-    if cat == "interval":
-        value = re.sub(r"^(a|an)\s+", "", value)
-    if cat == "noise":
-        have = [f.labels[k] for k in ("noise", "background") if k in f.labels]
-        if not have:
-            return "unverifiable", None
-        return ("grounded", None) if value in have else ("contradicted", have)
-    if cat == "accent":
-        have = f.labels.get("accent")
-        if have is None:
-            return "unverifiable", None
-        return ("grounded", None) if value in have else ("contradicted", have)
-    if cat not in f.labels:
-        return "unverifiable", None
-    return ("grounded", None) if f.labels[cat] == value else ("contradicted", f.labels[cat])
-
-
-def _check_relation(rel: str, ordinal: str, f: Facts) -> tuple[str, object]:
-    if rel in f.labels:
-        return ("grounded", None) if f.labels[rel] == ordinal else ("contradicted", f.labels[rel])
-    inv = RELATIONS[rel]
-    if inv in f.labels:
-        return ("contradicted", f"{inv}: {f.labels[inv]}") if f.labels[inv] == ordinal else ("grounded", None)
-    return "unverifiable", None
-
-
-def extract_claims(reasoning: str, meta: dict | None) -> tuple[list[Claim], int]:
-    """All claims found in `reasoning`, checked against `meta`; also returns the number of grounded quotes."""
-    f = facts_from_meta(meta or {})
-    claims: list[Claim] = []
-    text = reasoning.replace("\u2212", "-").replace("\u2013", "–")
-    # 1. quotes: what was said, checked against the transcript; blanked so their words are not re-read.
-    quote_ok = 0
-    for m in re.finditer(r'"([^"]{1,300})"|\u201c([^\u201d]{1,300})\u201d', text):
-        q = _norm_words(m.group(1) or m.group(2))
-        said = SPEECH_VERB.search(text[max(0, m.start() - 30):m.start()])
-        if f.transcript is None or not q:
-            st = "unverifiable"
-        elif q in _norm_words(f.transcript):
-            st = "grounded"
-        else:  # a misquote only counts against the chain when it is presented as what was said
-            st = "contradicted" if said else "unverifiable"
-        quote_ok += st == "grounded"
-        claims.append(Claim("transcript", m.group(0), q, st, None if st != "contradicted" else f.transcript))
-    low = re.sub(r'"[^"]{1,300}"|\u201c[^\u201d]{1,300}\u201d', lambda m: " " * len(m.group(0)), text)
-    used = [False] * len(low)
-    used_rel = [False] * len(low)  # relations may span numbers ("the first tone, at 440 Hz, is higher")
-
-    def take(m: re.Match, mask: list[bool] = used) -> bool:
-        if any(mask[m.start():m.end()]):
-            return False
-        mask[m.start():m.end()] = [True] * (m.end() - m.start())
-        return True
-
-    lower = low.lower()
-    # 2. ranges and numbers with units
-    for m in re.finditer(rf"({_NUM})\s*(?:–|-|to)\s*({_NUM})\s*{_UNIT}", lower):
-        if take(m):
-            unit = UNITS[m.group(3)]
-            scale = 1000.0 if m.group(3) in ("khz",) else (0.001 if m.group(3) == "ms" else 1.0)
-            st, exp = _check_range(unit, float(m.group(1)) * scale, float(m.group(2)) * scale, f)
-            claims.append(Claim("number", m.group(0), [float(m.group(1)) * scale, float(m.group(2)) * scale],
-                                st, exp))
-    for m in re.finditer(rf"(?<![\w.])(?:({_NUM})\s*|({_NUMW})\s+){_UNIT}", lower):  # "5s", "five s"; not "ones"
-        if take(m):
-            unit, num = UNITS[m.group(3)], m.group(1) or m.group(2)
-            v = _to_num(num) * (1000.0 if m.group(3) == "khz" else 0.001 if m.group(3) == "ms" else 1.0)
-            st, exp = _check_number(unit, v, f)
-            claims.append(Claim("number", m.group(0), {unit: v}, st, exp))
-    # 3. counts: "five beeps", "2 high beeps"
-    for m in re.finditer(rf"(?<![\w.])(\d+|{_NUMW})\s+(?:(high|low)(?:-pitched)?\s+|(?!hz\b|db\b|s\b)[a-z]+\s+)?"
-                         rf"{_NOUN}", lower):
-        if take(m):
-            n = int(_to_num(m.group(1)))
-            noun = m.group(3).rstrip("s") if m.group(3).rstrip("s") in NOUNS else m.group(3)
-            st, exp = _check_count(m.group(2), noun, n, f)
-            claims.append(Claim("count", m.group(0), {(m.group(2) + " " if m.group(2) else "") + noun: n}, st, exp))
-    # 4. note names (case-sensitive) and roots
-    for m in re.finditer(r"\b([A-G])([#b\u266f\u266d]?)(\d)\b", low):
-        if take(m):
-            midi = note_to_midi(m.group(0))
-            st = "unverifiable" if not f.midis else ("grounded" if midi in f.midis else "contradicted")
-            claims.append(Claim("note", m.group(0), m.group(0), st, None if st != "contradicted" else
-                                sorted(f.midis)))
-    for m in re.finditer(r"\broot(?: note)?(?: is)?\s+([A-G][#b]?)(?![\w#])", low):
-        if take(m):
-            st = "unverifiable" if not f.root else ("grounded" if (note_to_midi(m.group(1) + "4") -
-                                                    note_to_midi(f.root + "4")) % 12 == 0 else "contradicted")
-            claims.append(Claim("note", m.group(0), m.group(1), st, f.root if st == "contradicted" else None))
-    # 5. relations: "the second tone is higher", "the higher one is the first"
-    rel_words = "|".join(RELATIONS)
-    for m in re.finditer(rf"\b(first|second|third|1st|2nd)\b((?:(?!\b(?:first|second|third)\b)[^.;:!?]){{0,40}}?)"
-                         rf"\b({rel_words})\b", lower):
-        if NEGATION.search(m.group(2)) or not take(m, used_rel):
-            continue
-        st, exp = _check_relation(m.group(3), _ORD[m.group(1)], f)
-        claims.append(Claim("relation", m.group(0), f"{m.group(3)}: {_ORD[m.group(1)]}", st, exp))
-    for m in re.finditer(rf"\b({rel_words})(?:[- ]pitched)?\s+(?:one|tone|note|melody)\s+is\s+(?:also\s+)?the\s+"
-                         r"(first|second|third)\b", lower):
-        if take(m, used_rel):
-            st, exp = _check_relation(m.group(1), m.group(2), f)
-            claims.append(Claim("relation", m.group(0), f"{m.group(1)}: {m.group(2)}", st, exp))
-    # 6. labels
-    for cat, pat, fixed in LABEL_PATTERNS:
-        for m in re.finditer(pat, lower):
-            if not take(m):
-                continue
-            value = fixed or next((g for g in m.groups() if g), m.group(0))
-            st, exp = _check_label(cat, value, f)
-            claims.append(Claim("label", m.group(0), f"{cat}: {LABEL_ALIASES.get(value, value)}", st, exp))
-    # 7. spoken digits: "says seven", "the digit 7"
-    for m in re.finditer(rf"\b(?:says|said|digit|number is)\s+({_NUMW}|\d)\b", lower):
-        if take(m):
-            d = int(_to_num(m.group(1)))
-            st = "unverifiable" if not f.digits else ("grounded" if d in f.digits else "contradicted")
-            claims.append(Claim("label", m.group(0), f"digit: {d}", st, f.digits if st == "contradicted" else None))
-    return claims, quote_ok
-
-
-# ---------------------------------------------------------------------------------------------- scores
-def vocabulary_score(reasoning: str) -> float:
-    """Share of sentences that describe sound without leaning on transcripts, captions or tags."""
-    sents = [s for s in re.split(r"(?<=[.!?])\s+|\n+", reasoning) if s.strip()]
-    if not sents:
-        return 0.0
-    good = sum(bool(ACOUSTIC_TERMS.search(s)) and not SURROGATE_TERMS.search(s) for s in sents)
-    return good / len(sents)
-
-
-def grounding_score(reasoning: str, meta: dict | None = None, answer: str | None = None) -> GroundingReport:
-    """Check the acoustic claims of a reasoning chain against `meta` (see the module docstring). With `answer`
-    (the item's answer text), a measurement that merely restates it ("105-120 BPM") is not counted as evidence
-    for `ok`."""
-    vocab = vocabulary_score(reasoning)
-    refusal = is_refusal(reasoning)
-    if not meta:
-        return GroundingReport(0, 0, 0, vocab, vocab, refusal=refusal, mode="vocabulary")
-    claims, quotes = extract_claims(reasoning, meta)
-    acoustic = [c for c in claims if c.kind != "transcript"]
-    g = sum(c.status == "grounded" for c in acoustic)
-    u = sum(c.status == "unverifiable" for c in acoustic)
-    c = sum(cl.status == "contradicted" for cl in claims)
-    score = g / (g + 2 * c + 0.25 * u + 1)
-    restated = _norm_words(answer) if answer else None
-    measured = sum(cl.status == "grounded" and cl.kind in ("number", "count", "note")
-                   and not (restated and _norm_words(cl.text) in restated) for cl in acoustic)
-    return GroundingReport(g, c, u, round(score, 4), round(vocab, 4), quotes, measured, refusal, "meta", claims)
+def judge_chain(item: dict, completion: str, *, source: str = "auto", audio_root: str | Path | None = None,
+                facts: F.ClipFacts | None = None, refusal_judge=None) -> Verdict:
+    """Keep or drop one sampled completion (what follows the `<think>\\n` prompt) for an item (a manifest record:
+    `answer`, `choices`, `meta` and/or `audio`). `facts` overrides `source` (pass measured facts once for many
+    samples); `refusal_judge(texts) -> list[bool]` adds an LLM's reading to the refusal patterns."""
+    split = split_reasoning(completion)
+    reasoning = split.reasoning
+    if facts is None:
+        facts = facts_for(item, source, audio_root)
+    reading = read_chain(reasoning)
+    checks = check_claims(reading, facts, item)
+    answer = extract.post_think(completion).answer if split.closed else None
+    why: dict = {}
+    if not split.closed:
+        why["truncated"] = "the think block never closes: no answer"
+    if not is_correct(completion, str(item["answer"]), item.get("choices")):
+        why["incorrect"] = f"answer {answer!r}, expected {item['answer']!r}"
+    bad = [c for c in checks if c.status == CONTRADICTED]
+    if bad:
+        why["contradicted"] = "; ".join(f"{c.text!r}: {c.detail}" for c in bad[:4])
+    if not any(c.evidence for c in checks):
+        why["ungrounded"] = "no measurement of the sound is borne out" + (
+            "" if facts is not None else " (no meta and no audio to check against)")
+    problems = coherence_problems(reading, facts, item, answer)
+    if problems:
+        why["incoherent"] = "; ".join(problems[:4])
+    cues = surrogate_cues(reasoning)
+    if cues:
+        why["surrogate"] = "; ".join(cues)
+    refused = is_refusal(reasoning) or is_refusal(split.answer or "")
+    if not refused and refusal_judge is not None:
+        refused = bool(refusal_judge([completion])[0])
+    if refused:
+        why["refusal"] = "claims it cannot hear or was given no audio"
+    reasons = [r for r in REASONS if r in why]
+    return Verdict(not reasons, reasons, grounding_score(checks), checks, why,
+                   facts.source if facts is not None else None, reading.conclusions[0] if reading.conclusions else "",
+                   answer)

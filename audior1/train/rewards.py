@@ -20,20 +20,9 @@ from __future__ import annotations
 from typing import Callable
 
 from audior1.chat import split_reasoning
-from audior1.eval import extract
-from audior1.eval.benchmarks import synthetic
-from audior1.eval.items import EvalItem
+from audior1.eval.benchmarks.synthetic import is_correct
 
 RewardFn = Callable[..., list[float]]
-
-
-def is_correct(completion: str, answer: str, choices: list[str] | None = None) -> bool:
-    """One completion against its reference (what `correct` computes per row)."""
-    post = extract.post_think(completion, think=True)
-    if post.answer is None:
-        return False
-    scores, _ = synthetic.score(EvalItem("", [], answer, choices or None), post.answer)
-    return scores["exact"] == 1.0
 
 
 def has_reasoning(completion: str) -> bool:

@@ -59,6 +59,16 @@ def score(item: EvalItem, answer: str | None, judge=None, *, given_answer: str |
             {"predicted_number": predicted})
 
 
+def is_correct(completion: str, answer: str, choices: list[str] | None = None) -> bool:
+    """A raw completion (reasoning, `</think>`, answer) against its reference by the "exact" rule: the one
+    correctness rule of training rewards, the MGRD filter and evaluation."""
+    post = extract.post_think(completion, think=True)
+    if post.answer is None:
+        return False
+    scores, _ = score(EvalItem("", [], answer, choices or None), post.answer)
+    return scores["exact"] == 1.0
+
+
 def answer_key(item: EvalItem, answer: str | None) -> str | None:
     if answer is None:
         return None
