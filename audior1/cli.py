@@ -17,7 +17,8 @@ from pathlib import Path
 from audior1 import __version__
 
 # Command groups that live in sub-packages; each module has register(subparsers).
-COMMAND_GROUPS = ("audior1.data.cli", "audior1.eval.cli", "audior1.serve_cli", "audior1.train.cli")
+COMMAND_GROUPS = ("audior1.data.cli", "audior1.eval.cli", "audior1.serve_cli", "audior1.train.cli",
+                  "audior1.mgrd.cli")
 
 
 def cmd_init(args) -> None:

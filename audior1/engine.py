@@ -107,6 +107,9 @@ class Completion:
     # What stopped it, as vLLM reports it: the stop token's id (not part of token_ids), or the stop string
     # matched (cut from text); None when it did not stop on its own.
     stop_reason: int | str | None = None
+    # Indices into token_ids of the tokens the engine forced (a spent thinking budget's `\n</think>\n`): they
+    # were not sampled, so RL must not train on them.
+    forced_positions: list[int] = field(default_factory=list)
 
     @property
     def completion_tokens(self) -> int:
@@ -136,6 +139,7 @@ class _Sample:
         self.answer_start: int | None = None if self.reasoning else 0  # where the answer starts in text
         self.reasoning_tokens = 0
         self.forced: list[int] = []
+        self.forced_at: list[int] = []  # positions in `ids` of the tokens taken from `forced`
         self.generator = generator
         self._uniforms: list[float] = []
         self.finish_reason: str | None = None
@@ -309,7 +313,8 @@ class Engine:
         for s in request.samples:
             split = split_reasoning(s.text, request.starts_in_reasoning)
             out.append(Completion(s.text, split.reasoning, split.answer, list(s.ids), s.finish_reason or "cancelled",
-                                  s.reasoning_tokens, request.prompt_tokens, split.closed, s.stop_reason))
+                                  s.reasoning_tokens, request.prompt_tokens, split.closed, s.stop_reason,
+                                  list(s.forced_at)))
         return out
 
     # ---- the loop ----
@@ -498,6 +503,7 @@ class Engine:
             s = self._rows[i]
             if s.forced:
                 chosen[i] = s.forced.pop(0)
+                s.forced_at.append(len(s.ids))
         return chosen
 
     def _record(self, s: _Sample, token: int) -> None:

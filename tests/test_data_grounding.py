@@ -115,6 +115,10 @@ def test_the_conclusion_must_name_the_given_answer():
     chain = "The first tone is about 440 Hz and the second about 330 Hz, so the second tone is higher."
     v = judge_chain(it, completion(chain, "the first tone"))
     assert "incoherent" in v.reasons and "contradicted" not in v.reasons, v.why
+    # a sound chain whose answer says otherwise: only the conclusion check sees it
+    sound = "The first tone is about 440 Hz and the second about 330 Hz, so the first tone is higher."
+    v = judge_chain(it, completion(sound, "the second tone"))
+    assert v.reasons == ["incorrect", "incoherent"] and "answers 'the second tone'" in v.why["incoherent"], v.why
     yes_no = item("pitch_and_duration", 1, seed=0)
     flipped = yes_no["text_cot"].rsplit(".", 2)[0] + ". They are the same tone, so yes."
     if yes_no["question_type"] == "higher_is_longer" and yes_no["answer"] == "no":

@@ -237,6 +237,7 @@ def test_thinking_budget_closes_the_reasoning(any_engine):
     before = engine.tokenizer.decode(c.token_ids[:8])
     forced = engine.think_close_ids if before.endswith("\n") else engine.think_end_ids
     assert c.token_ids[8 : 8 + len(forced)] == forced and c.think_closed
+    assert c.forced_positions == list(range(8, 8 + len(forced)))  # RL masks these: they were not sampled
     assert engine.tokenizer.decode(c.token_ids[: 8 + len(forced)]) == before + ("</think>\n" if before.endswith("\n")
                                                                             else "\n</think>\n")
     # Reasoning tokens: the 8 of the budget plus the forced ones up to and including the marker's last token.

@@ -16,7 +16,7 @@ FLOORS = {
     "errors": 5,
     "eval": 6, "data.grounding": 6,    # the MGRD filter judges correctness by the evaluation's own rule
     "train": 7,
-    "cli": 8, "serve_cli": 8, "quickstart": 8, "data.cli": 8, "eval.cli": 8, "train.cli": 8, "__main__": 8,
+    "cli": 8, "serve_cli": 8, "quickstart": 8, "mgrd": 8, "data.cli": 8, "eval.cli": 8, "train.cli": 8, "__main__": 8,
 }
 
 

@@ -297,10 +297,13 @@ def test_question_type_filters_key_on_task_and_question_type(assets, tmp_path):
 def test_example_configs_load():
     from audior1.train.config import RLConfig
 
+    from audior1.mgrd.config import MGRDConfig
+
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
     assert configs
     for path in configs:
-        load_config(RLConfig if path.name.startswith("rl") else SFTConfig, path)
+        cls = MGRDConfig if path.name.startswith("mgrd") else RLConfig if path.name.startswith("rl") else SFTConfig
+        load_config(cls, path)
 
 
 def test_memory_estimate_shapes():

@@ -160,3 +160,34 @@ def test_token_logprobs_with_temperature_are_those_of_the_tempered_distribution(
     ref = torch.log_softmax(head(h).float() / 1.5, -1)
     assert logp[0, 2].item() == pytest.approx(ref[0, 1, 4].item(), abs=1e-5)
     assert ent[0, 2].item() == pytest.approx(losses.mean_entropy_from_logits(head(h[0, 1]) / 1.5).item(), abs=1e-5)
+
+
+def test_reward_variants_for_ablations():
+    from audior1.train import rewards
+    choices = ["the first tone", "the second tone"]
+    texts = ["I compare them.\n</think>\nthe first tone", "\n</think>\nthe first tone",
+             "I compare them.\n</think>\nthe second tone", "\n</think>\nthe second tone"]
+    cols = {"answer": ["the first tone"] * 4, "choices": [choices] * 4}
+    assert rewards.get("audio")(texts, **cols) == pytest.approx([1.0, 0.8, 0.2, 0.0])
+    assert rewards.get("accuracy")(texts, **cols) == [1.0, 1.0, 0.0, 0.0]
+    assert rewards.get("audio_format_if_correct")(texts, **cols) == pytest.approx([1.0, 0.8, 0.0, 0.0])
+
+
+def test_rl_refuses_nucleus_sampling_and_masks_forced_tokens():
+    from audior1.config import ConfigError
+    from audior1.train.config import RLConfig, from_dict
+    from audior1.train.data import Example, collate
+
+    with pytest.raises(ConfigError, match="top_p must be 1 in RL"):
+        from_dict(RLConfig, {"model": "m", "top_p": 0.9}, "config").validate()
+
+    class Tok:
+        endoftext_id, audio_patch_id = 0, 99
+
+    class Store:
+        def batch_audio(self, clips):
+            return None
+
+    ex = Example([5, 6, 7, 8, 9, 10], 2, [], {}, no_loss=[3, 4])  # tokens 8 and 9 were forced
+    batch = collate([[ex]], Store(), Tok(), False)
+    assert batch.labels[0].tolist() == [-100, -100, 7, -100, -100, 10] and ex.n_target == 2

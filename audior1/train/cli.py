@@ -39,7 +39,7 @@ def cmd_sft(args) -> None:
 
     _fix_resume(args)
     cfg = load_config(SFTConfig, args.config, args.overrides, strict=True if args.strict else None)
-    _print_result(_guarded(train, cfg, args.resume))
+    _print_result(_guarded(train, cfg, args.resume), cfg.out_dir)
 
 
 def cmd_rl(args) -> None:
@@ -48,7 +48,7 @@ def cmd_rl(args) -> None:
 
     _fix_resume(args)
     cfg = load_config(RLConfig, args.config, args.overrides, strict=True if args.strict else None, algo=args.algo)
-    _print_result(_guarded(train, cfg, args.resume))
+    _print_result(_guarded(train, cfg, args.resume), cfg.out_dir)
 
 
 def cmd_memory(args) -> None:
@@ -80,12 +80,15 @@ def _guarded(train, cfg, resume) -> dict:
         raise SystemExit(2) from None
 
 
-def _print_result(result: dict) -> None:
+def _print_result(result: dict, out_dir: str) -> None:
+    """Print the final metrics and keep them as OUT/result.json (what `audior1 mgrd` records per stage)."""
     import os
+    from pathlib import Path
 
     if int(os.environ.get("RANK", "0")) == 0:
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items() if "/" not in k}
         print(json.dumps(shown))
+        Path(out_dir, "result.json").write_text(json.dumps(shown, indent=1))
 
 
 def register(subparsers) -> None:

@@ -265,6 +265,9 @@ class RLConfig(TrainConfig, RLData):
                 problems.append(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if not 0 < self.clip < 1:
             problems.append(f"clip must be in (0, 1), got {self.clip}")
+        if self.top_p != 1.0:  # the loss scores softmax(logits / T); a nucleus-truncated draw is another policy
+            problems.append(f"top_p must be 1 in RL (the log-probs are those of the untruncated distribution), "
+                            f"got {self.top_p}")
         _raise(problems)
         return self
 

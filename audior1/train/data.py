@@ -362,13 +362,14 @@ class Example:
     n_prompt: int  # the first n_prompt tokens carry no loss
     clips: list[Clip]
     item: dict = field(default_factory=dict)  # the manifest item (id, task, answer, choices …)
+    no_loss: list[int] = field(default_factory=list)  # positions after the prompt that carry no loss (forced)
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     @property
     def n_target(self) -> int:
-        return len(self.input_ids) - self.n_prompt
+        return len(self.input_ids) - self.n_prompt - len(self.no_loss)
 
 
 def prompt_ids(tokenizer, text: str, clips: list[Clip]) -> list[int]:
@@ -542,6 +543,8 @@ def collate(rows: list[list[Example]], store: AudioStore, tokenizer, packed: boo
             pos[r, start : start + n] = torch.arange(n)
             seg[r, start : start + n] = s
             labels[r, start + ex.n_prompt : start + n] = t[ex.n_prompt :]
+            for p in ex.no_loss:
+                labels[r, start + p] = IGNORE_INDEX
             prompt[r, start : start + ex.n_prompt] = True
             clips += ex.clips
             start += n

@@ -53,11 +53,24 @@ def text_reward(completions: list[str], **columns) -> list[float]:
     return correct(completions, **columns)
 
 
+def accuracy_reward(completions: list[str], **columns) -> list[float]:
+    """Ablation: correctness only, no format term (the paper reports reasoning collapses without it)."""
+    return correct(completions, **columns)
+
+
+def audio_format_if_correct(completions: list[str], **columns) -> list[float]:
+    """Ablation: 0.8·correct + 0.2·format·correct — reasoning is paid only when it ends in the right answer,
+    so a wrong answer reached by reasoning never outscores a right one given directly."""
+    return [0.8 * c + 0.2 * f * c for c, f in zip(correct(completions, **columns), format_reward(completions))]
+
+
 REWARDS: dict[str, RewardFn] = {
     "correct": correct,
     "format": format_reward,
     "audio": audio_reward,
     "text": text_reward,
+    "accuracy": accuracy_reward,
+    "audio_format_if_correct": audio_format_if_correct,
 }
 
 # Parts logged next to every reward (their means appear as reward/<name> in the metrics).

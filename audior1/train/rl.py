@@ -306,7 +306,8 @@ def generate_rollouts(run: R.Run, cfg: RLConfig, prompts: Prompts, policy: Polic
             ids = list(enc.input_ids) + list(c.token_ids) + stop
             if len(ids) == len(enc.input_ids):  # nothing generated: score the prompt's last token
                 ids = ids + [run.tokenizer.eot_id]
-            examples.append(Example(ids, len(enc.input_ids), clips, item))
+            forced = [len(enc.input_ids) + p for p in c.forced_positions]  # the budget's `</think>`: not sampled
+            examples.append(Example(ids, len(enc.input_ids), clips, item, forced))
     return Rollout(items, source_ids, [c for comps in outs for c in comps], examples, seconds)
 
 

@@ -1,0 +1,139 @@
+"""`audior1 mgrd run|report` and `audior1 curate select|filter|passk`: thin wrappers over `mgrd.run`,
+`mgrd.report` and `mgrd.curate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def cmd_run(args) -> None:
+    from audior1.mgrd.config import MGRDConfig
+    from audior1.mgrd.run import run
+    from audior1.train.config import load_config
+
+    cfg = load_config(MGRDConfig, args.config, args.overrides)
+    if args.sampler_endpoint:
+        cfg.sample.endpoint, cfg.sample.served_model = args.sampler_endpoint, args.served_model
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    run(cfg, resume=args.resume)
+
+
+def cmd_report(args) -> None:
+    from audior1.mgrd.report import write_report
+
+    print(write_report(Path(args.run)))
+
+
+def cmd_select(args) -> None:
+    from audior1.mgrd.curate import select
+
+    s = select(args.manifest, args.out, tasks=args.tasks, question_types=args.question_types, limit=args.limit,
+               seed=args.seed)
+    Path(args.out).with_name("summary.json").write_text(json.dumps(s, indent=1))
+    print(f"selected {s['selected']} of {s['of']} items → {args.out}")
+
+
+def cmd_filter(args) -> None:
+    from audior1.mgrd.curate import filter_samples
+
+    s = filter_samples(args.manifest, args.samples, args.out, source=args.source)
+    print(f"kept {s['kept']} of {s['samples']} samples ({s['keep_rate']:.1%}; {s['items_with_a_kept_chain']} of "
+          f"{s['items']} items have a kept chain) → {Path(args.out) / 'kept.jsonl'}")
+    print("drop reasons: " + ", ".join(f"{r} {n}" for r, n in s["reasons"].items()))
+
+
+def cmd_passk(args) -> None:
+    from audior1.mgrd.curate import passk
+
+    out = Path(args.out)
+    predictions = Path(args.predictions) if args.predictions else out / "samples" / "predictions.jsonl"
+    manifest = args.manifest
+    if args.limit:  # a seeded random subset, not the first items (manifests are ordered by task)
+        from audior1.mgrd.curate import select
+
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = str(out / "pool.jsonl")
+        select(args.manifest, manifest, limit=args.limit, seed=args.seed)
+    if not args.predictions:
+        if not (args.model or args.endpoint):
+            raise SystemExit("audior1 curate passk: give --model DIR, --endpoint URL or --predictions FILE")
+        from audior1.eval.cli import main as eval_main
+
+        source = ["--model", args.model] if args.model else ["--endpoint", args.endpoint, "--concurrency",
+                                                             str(args.concurrency)]
+        if args.served_model:
+            source += ["--served-model", args.served_model]
+        code = eval_main(["--bench", "synthetic", "--data", manifest, *source, "--n", str(args.k),
+                          "--temperature", str(args.temperature), "--max-tokens", str(args.max_tokens), "--seed",
+                          str(args.seed), "--out", str(out / "samples"), "--no-plots"])
+        if code:
+            raise SystemExit(code)
+    s = passk(manifest, predictions, out, band=(args.band[0], args.band[1]))
+    print(f"pass@{s['k']} on {s['items']} items: histogram {s['histogram']}; {s['selected']} with "
+          f"{s['band'][0]}–{s['band'][1]} correct → {out / 'selected.jsonl'} (plot: {out / 'passk.png'})")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("mgrd", help="Modality-Grounded Reasoning Distillation: the iterative loop and its "
+                              "report (docs/mgrd.md)")
+    sub = p.add_subparsers(dest="mgrd_command", metavar="COMMAND", required=True)
+    r = sub.add_parser("run", help="run (or --resume) the MGRD loop from a YAML config",
+                       epilog="Overrides use the YAML key names: iterations=3 sample.k=8 distill.max_steps=200.")
+    r.add_argument("--config", required=True, metavar="FILE.yaml")
+    r.add_argument("overrides", nargs="*", metavar="key=value")
+    r.add_argument("--resume", action="store_true", help="continue the run in out_dir: finished stages are skipped")
+    r.add_argument("--sampler-endpoint", metavar="URL", help="sample chains from an OpenAI-compatible server")
+    r.add_argument("--served-model", metavar="NAME")
+    r.add_argument("--threads", type=int, default=1, help="torch threads for the in-process stages (default 1)")
+    r.set_defaults(func=cmd_run)
+    r = sub.add_parser("report", help="report.md + plots across the run's iterations")
+    r.add_argument("run", metavar="RUN_DIR")
+    r.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser("curate", help="MGRD curation steps, usable alone: select, filter, passk")
+    sub = p.add_subparsers(dest="curate_command", metavar="COMMAND", required=True)
+    c = sub.add_parser("select", help="the questions of a manifest that match task / question-type filters")
+    c.add_argument("manifest")
+    c.add_argument("--out", required=True, metavar="FILE.jsonl")
+    c.add_argument("--tasks", nargs="+")
+    c.add_argument("--question-types", nargs="+", metavar="TASK:QTYPE")
+    c.add_argument("--limit", type=int)
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=cmd_select)
+    c = sub.add_parser("filter", help="keep or drop every sampled chain (grounding.judge_chain); kept chains as an "
+                       "SFT manifest")
+    c.add_argument("manifest")
+    c.add_argument("samples", help="predictions.jsonl of `audior1 eval --n K` on the manifest")
+    c.add_argument("--out", required=True, metavar="DIR")
+    c.add_argument("--source", choices=("auto", "meta", "audio"), default="auto")
+    c.set_defaults(func=cmd_filter)
+    c = sub.add_parser("passk", help="k samples per question; keep those with a pass count in the band")
+    c.add_argument("manifest")
+    c.add_argument("--model", metavar="DIR")
+    c.add_argument("--endpoint", metavar="URL")
+    c.add_argument("--served-model", metavar="NAME")
+    c.add_argument("--concurrency", type=int, default=4)
+    c.add_argument("--predictions", metavar="FILE", help="band existing samples instead of sampling")
+    c.add_argument("--k", type=int, default=8)
+    c.add_argument("--band", type=int, nargs=2, default=[3, 6], metavar=("LO", "HI"))
+    c.add_argument("--temperature", type=float, default=1.0)
+    c.add_argument("--max-tokens", type=int, default=256)
+    c.add_argument("--limit", type=int, help="a seeded random subset of this many questions")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True, metavar="DIR")
+    c.set_defaults(func=cmd_passk)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from audior1.cli import main as top
+
+    return top(["mgrd", *(argv or [])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

@@ -1,0 +1,127 @@
+"""Curation steps of MGRD, each usable alone (`audior1 curate …`) and by `audior1 mgrd run`.
+
+- `select`: perception-heavy questions for an iteration (task / `task:question_type` filters, a seeded subset).
+- `filter_samples`: every sampled completion judged by `audior1.data.grounding.judge_chain`; the kept chains
+  become an SFT manifest (`kind: audio_cot, reasoning_field: mgrd_cot`), one row per kept sample.
+- `passk`: per-item pass counts from k samples; items whose count lies in the band (the paper: 3 ≤ correct ≤ 6
+  of 8) become the RL manifest; the histogram is saved as JSON and PNG.
+
+Samples come from `audior1 eval` predictions (`raw` per sample, `scores.exact`), so sampling runs anywhere the
+evaluation harness runs: the local engine (forked prefill) or any OpenAI-compatible endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from audior1.data.core import DataError
+from audior1.data.manifest import read_manifest, write_manifest
+
+KEPT_FIELD = "mgrd_cot"  # where a kept chain goes in the distillation manifest
+
+
+def _keys(item: dict) -> set[str]:
+    return {item["task"], f"{item['task']}:{item.get('question_type')}"}
+
+
+def select(manifest: str | Path, out: str | Path, *, tasks: list[str] | None = None,
+           question_types: list[str] | None = None, limit: int | None = None, seed: int = 0) -> dict:
+    """Write the items of `manifest` that match the filters (a seeded random `limit` of them) to `out`."""
+    items = read_manifest(manifest, check_files=False)
+    keep = [it for it in items if (not tasks or it["task"] in tasks) and
+            (not question_types or _keys(it) & set(question_types))]
+    if not keep:
+        raise DataError(f"{manifest}: no item matches tasks={tasks} question_types={question_types}")
+    if limit is not None and limit < len(keep):
+        keep = sorted(random.Random(seed).sample(keep, limit), key=lambda it: it["id"])
+    write_manifest(out, keep)
+    return {"selected": len(keep), "of": len(items), "tasks": dict(Counter(it["task"] for it in keep))}
+
+
+def load_samples(predictions: str | Path) -> dict[str, list[dict]]:
+    """id -> the sampled records of an `audior1 eval` run (the latest record per (id, sample))."""
+    from audior1.eval.harness import latest, load_predictions
+
+    rows = latest(load_predictions(Path(predictions)))
+    by_id: dict[str, list[dict]] = defaultdict(list)
+    for (item_id, _), row in sorted(rows.items()):
+        by_id[item_id].append(row)
+    return by_id
+
+
+def filter_samples(manifest: str | Path, predictions: str | Path, out_dir: str | Path, *,
+                   source: str = "auto") -> dict:
+    """Judge every sample; write `verdicts.jsonl`, the kept chains as `kept.jsonl` and return the counts."""
+    from audior1.chat import split_reasoning
+    from audior1.data.grounding import REASONS, judge_chain
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = {it["id"]: it for it in read_manifest(manifest, check_files=False)}
+    samples = load_samples(predictions)
+    unknown = sorted(set(samples) - set(items))
+    if unknown:
+        raise DataError(f"{predictions}: ids not in {manifest}: {', '.join(unknown[:5])}")
+    kept, reasons, per_task = [], Counter(), defaultdict(Counter)
+    with open(out_dir / "verdicts.jsonl", "w", encoding="utf-8") as f:
+        for item_id, rows in samples.items():
+            item = items[item_id]
+            for row in rows:
+                if row.get("error"):
+                    continue
+                v = judge_chain(item, row["raw"], source=source)
+                f.write(json.dumps({"id": item_id, "sample": row["sample"], **v.to_dict()}, ensure_ascii=False) + "\n")
+                reasons.update(v.reasons)
+                per_task[item["task"]]["samples"] += 1
+                per_task[item["task"]]["kept"] += v.keep
+                if v.keep:
+                    kept.append({**item, "id": f"{item_id}#s{row['sample']}", "source_id": item_id,
+                                 KEPT_FIELD: split_reasoning(row["raw"]).reasoning})
+    write_manifest(out_dir / "kept.jsonl", kept)
+    n = sum(c["samples"] for c in per_task.values())
+    summary = {"samples": n, "kept": len(kept), "keep_rate": round(len(kept) / n, 4) if n else 0.0,
+               "items_with_a_kept_chain": len({k["source_id"] for k in kept}), "items": len(samples),
+               "reasons": {r: reasons[r] for r in REASONS}, "tasks": {t: dict(c) for t, c in sorted(per_task.items())}}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def passk(manifest: str | Path, predictions: str | Path, out_dir: str | Path, *, band: tuple[int, int] = (3, 6)
+          ) -> dict:
+    """Pass counts per item; `selected.jsonl` holds the items with band[0] ≤ correct ≤ band[1]."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = {it["id"]: it for it in read_manifest(manifest, check_files=False)}
+    samples = load_samples(predictions)
+    counts = {i: sum(r["scores"].get("exact", 0.0) == 1.0 for r in rows) for i, rows in samples.items()}
+    k = max((len(rows) for rows in samples.values()), default=0)
+    lo, hi = band
+    chosen = [items[i] for i in sorted(counts) if lo <= counts[i] <= hi]
+    write_manifest(out_dir / "selected.jsonl", chosen)
+    histogram = {c: sum(v == c for v in counts.values()) for c in range(k + 1)}
+    summary = {"items": len(counts), "k": k, "band": [lo, hi], "selected": len(chosen), "histogram": histogram,
+               "never": histogram.get(0, 0), "always": histogram.get(k, 0)}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out_dir / "pass_counts.json").write_text(json.dumps(counts, indent=1))
+    _histogram_png(histogram, band, out_dir / "passk.png")
+    return summary
+
+
+def _histogram_png(histogram: dict[int, int], band: tuple[int, int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    xs = sorted(histogram)
+    ax.bar(xs, [histogram[x] for x in xs], color=["tab:green" if band[0] <= x <= band[1] else "tab:gray" for x in xs])
+    ax.set_xlabel("correct samples per question")
+    ax.set_ylabel("questions")
+    ax.set_title(f"pass@{max(xs) if xs else 0}: kept {band[0]}–{band[1]} (green)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
