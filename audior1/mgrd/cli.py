@@ -77,6 +77,14 @@ def cmd_passk(args) -> None:
           f"{s['band'][0]}–{s['band'][1]} correct → {out / 'selected.jsonl'} (plot: {out / 'passk.png'})")
 
 
+def cmd_dpo_pairs(args) -> None:
+    from audior1.mgrd.curate import dpo_pairs
+
+    s = dpo_pairs(args.manifest, args.samples, args.out, source=args.source,
+                  synthetic_refusal=args.synthetic_refusal, seed=args.seed)
+    print(f"{s['pairs']} pairs from {s['items']} items → {args.out} ({s['counts']})")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("mgrd", help="Modality-Grounded Reasoning Distillation: the iterative loop and its "
                               "report (docs/mgrd.md)")
@@ -94,7 +102,7 @@ def register(subparsers) -> None:
     r.add_argument("run", metavar="RUN_DIR")
     r.set_defaults(func=cmd_report)
 
-    p = subparsers.add_parser("curate", help="MGRD curation steps, usable alone: select, filter, passk")
+    p = subparsers.add_parser("curate", help="MGRD curation steps, usable alone: select, filter, passk, dpo-pairs")
     sub = p.add_subparsers(dest="curate_command", metavar="COMMAND", required=True)
     c = sub.add_parser("select", help="the questions of a manifest that match task / question-type filters")
     c.add_argument("manifest")
@@ -126,6 +134,16 @@ def register(subparsers) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", required=True, metavar="DIR")
     c.set_defaults(func=cmd_passk)
+    c = sub.add_parser("dpo-pairs", help="preference pairs for `audior1 train dpo`: a kept chain against a refusal, "
+                       "surrogate or incoherent one of the same prompt")
+    c.add_argument("manifest")
+    c.add_argument("samples", help="predictions.jsonl of `audior1 eval --n K` on the manifest")
+    c.add_argument("--out", required=True, metavar="PAIRS.jsonl")
+    c.add_argument("--source", choices=("auto", "meta", "audio"), default="auto")
+    c.add_argument("--synthetic-refusal", action="store_true",
+                   help="where no sample was rejected for a reason, pair the kept chain with a written refusal")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=cmd_dpo_pairs)
 
 
 def main(argv: list[str] | None = None) -> int:

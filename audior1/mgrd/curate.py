@@ -125,3 +125,48 @@ def _histogram_png(histogram: dict[int, int], band: tuple[int, int], path: Path)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+REJECT_PRIORITY = ("refusal", "surrogate", "incoherent", "contradicted")
+SYNTHETIC_REFUSAL = "I cannot hear audio: as a text-based model I have no access to the recording, so I will guess."
+
+
+def dpo_pairs(manifest: str | Path, predictions: str | Path, out: str | Path, *, source: str = "auto",
+              synthetic_refusal: bool = False, seed: int = 0) -> dict:
+    """Preference pairs for `audior1 train dpo`: per item, chosen = a kept chain (judge_chain), rejected = a
+    dropped chain of the same prompt that refused, reasoned from a surrogate, was incoherent or contradicted the
+    sound (in that order of preference), or, with `synthetic_refusal`, a written refusal ending in another answer."""
+    from audior1.chat import split_reasoning
+    from audior1.data.grounding import judge_chain
+
+    items = {it["id"]: it for it in read_manifest(manifest, check_files=False)}
+    rng = random.Random(seed)
+    pairs, why = [], Counter()
+    for item_id, rows in load_samples(predictions).items():
+        item = items.get(item_id)
+        if item is None:
+            raise DataError(f"{predictions}: id {item_id!r} is not in {manifest}")
+        judged = [(row, judge_chain(item, row["raw"], source=source)) for row in rows if not row.get("error")]
+        kept = [row for row, v in judged if v.keep]
+        if not kept:
+            why["no kept chain"] += 1
+            continue
+        rejected = None
+        for reason in REJECT_PRIORITY:
+            cand = [row for row, v in judged if reason in v.reasons]
+            if cand:
+                split = split_reasoning(cand[0]["raw"])
+                rejected, tag = {"reasoning": split.reasoning, "answer": split.answer}, reason
+                break
+        if rejected is None and synthetic_refusal:
+            wrong = [c for c in (item.get("choices") or []) if c != item["answer"]]
+            rejected, tag = {"reasoning": SYNTHETIC_REFUSAL, "answer": rng.choice(wrong) if wrong else "0"}, "synthetic"
+        if rejected is None:
+            why["no rejected chain"] += 1
+            continue
+        chosen = split_reasoning(kept[0]["raw"])
+        why[f"rejected: {tag}"] += 1
+        pairs.append({**item, "chosen": {"reasoning": chosen.reasoning, "answer": chosen.answer},
+                      "rejected": rejected, "rejected_because": tag})
+    write_manifest(out, pairs)
+    return {"pairs": len(pairs), "items": len(items), "counts": dict(why)}

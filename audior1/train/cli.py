@@ -51,6 +51,15 @@ def cmd_rl(args) -> None:
     _print_result(_guarded(train, cfg, args.resume), cfg.out_dir)
 
 
+def cmd_dpo(args) -> None:
+    from audior1.train.config import DPOConfig, load_config
+    from audior1.train.dpo import train
+
+    _fix_resume(args)
+    cfg = load_config(DPOConfig, args.config, args.overrides, strict=True if args.strict else None)
+    _print_result(_guarded(train, cfg, args.resume), cfg.out_dir)
+
+
 def cmd_memory(args) -> None:
     from audior1.train.memory import estimate, format_table
 
@@ -104,6 +113,11 @@ def register(subparsers) -> None:
     r.add_argument("--algo", choices=["ppo", "grpo"], default=None, help="overrides the config's algo")
     _add_common(r)
     r.set_defaults(func=cmd_rl)
+
+    o = sub.add_parser("dpo", help="sigmoid DPO on preference pairs against the cached starting model",
+                       epilog=EPILOG)
+    _add_common(o)
+    o.set_defaults(func=cmd_dpo)
 
     m = sub.add_parser("memory", help="estimate per-GPU memory of FSDP2 training for a preset")
     m.add_argument("--preset", default="step-audio-r1")

@@ -272,6 +272,42 @@ class RLConfig(TrainConfig, RLData):
         return self
 
 
+@dataclass
+class DPOData(RunDirs):
+    """What DPO trains on: preference pairs (docs/mgrd.md): manifest items with `chosen` and `rejected`
+    completions, each {"reasoning": ..., "answer": ...}, for the same prompt."""
+
+    pairs: list[str] = field(default_factory=list)  # pairs JSONL files (`audior1 curate dpo-pairs`)
+    kind: str = "audio"  # the prompt: the audio question (audio) or its text rendering (text)
+
+
+@dataclass
+class DPOConfig(TrainConfig, DPOData):
+    """`audior1 train dpo`: sigmoid DPO against the starting model, whose log-probs are computed once and cached
+    (OUT/reference_logps.json), so a resumed run scores against the same reference."""
+
+    beta: float = 0.1  # the KL strength of DPO's implicit reward
+    batch_size: int = 8  # pairs per optimizer step, all processes together
+    max_seq_len: int = 1024  # longer completions are skipped and counted
+    out_dir: str = "runs/dpo"
+    max_steps: int = 200
+    micro_batch_size: int = 4  # pairs per forward pass
+    optim: Optim = field(default_factory=lambda: Optim(lr=5e-6, min_lr_ratio=1.0))
+    eval_every: int = 0
+
+    def validate(self) -> "DPOConfig":
+        problems = self.problems()
+        if not self.pairs:
+            problems.append("pairs: at least one pairs file is needed")
+        problems += _one_of("kind", self.kind, RL_KINDS)
+        if self.beta <= 0:
+            problems.append(f"beta must be > 0, got {self.beta}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be ≥ 1, got {self.batch_size}")
+        _raise(problems)
+        return self
+
+
 def _one_of(where: str, value, allowed) -> list[str]:
     return [] if value in allowed else [f"{where} {value!r} is not one of {', '.join(allowed)}"]
 

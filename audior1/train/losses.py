@@ -79,6 +79,14 @@ def sft_loss(logp: torch.Tensor, mask: torch.Tensor, denom: float) -> torch.Tens
     return -(logp * mask).sum() / denom
 
 
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sigmoid DPO (Rafailov et al. 2023) per pair: sequence log-probs [P] → (−log σ(margin) [P], margin [P]),
+    margin = β·((π_c − ref_c) − (π_r − ref_r))."""
+    margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return -torch.nn.functional.logsigmoid(margin), margin
+
+
 # ---- rewards → advantages -----------------------------------------------------------------------
 
 def final_token_rewards(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
