@@ -3,6 +3,7 @@ fingerprint, a changed config named, an interrupted stage continued, filter coun
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -199,3 +200,48 @@ def test_the_demo_config_plans_every_stage():
     assert [s.name.split("-", 1)[1] for s in plan][:4] == ["data", "eval-items", "init", "cold_start"]
     assert sum(s.name.endswith("-rl") for s in plan) == cfg.iterations
     assert all(s.argv[0] in ("data", "init", "train", "eval", "curate") for s in plan)
+
+
+def test_audio_contribution_flags_a_question_answered_without_its_audio(tmp_path, capsys):
+    """The logic: a question whose answer is in its text is answered right with silence and with another clip
+    too (flagged); one answered right only with its clip is not. The command: variants written, three runs."""
+    from audior1.mgrd.curate import audio_contribution, audio_variants
+    root = tmp_path / "suite"
+    synth.build(root, "dev", 2, seed=0, workers=1, tasks=["pitch_compare", "count_events"], log=lambda s: None)
+    man = root / "synth-dev.jsonl"
+    items = read_manifest(man, check_files=False)
+    giveaway = dict(items[0], question=f"{items[0]['question']} (The answer is {items[0]['answer']}.)")
+    write_manifest(tmp_path / "m.jsonl", [giveaway, *items[1:]])
+    variants = audio_variants(tmp_path / "m.jsonl", tmp_path / "v")
+    silent = read_manifest(variants["silence"], check_files=False)
+    assert all(Path(a).is_file() for it in silent for a in it["audio"])
+    import soundfile as sf
+    assert not sf.read(silent[0]["audio"][0])[0].any()
+    shuffled = read_manifest(variants["shuffle"], check_files=False)
+    assert all(s["audio"] != it["audio"] for s, it in zip(shuffled, items))
+    # a model that reads the answer from the text when it is there, and needs the clip otherwise
+    preds = {}
+    for mode in ("real", "silence", "shuffle"):
+        path = tmp_path / f"{mode}.jsonl"
+        with path.open("w") as f:
+            for k, it in enumerate([giveaway, *items[1:]]):
+                ok = k == 0 or (mode == "real" and k == 1)
+                f.write(json.dumps(prediction(it, 0, "x", ok)) + "\n")
+        preds[mode] = path
+    s = audio_contribution(tmp_path / "m.jsonl", preds, tmp_path / "ac")
+    assert s["flagged"] == 1
+    assert [f["id"] for f in read_manifest(tmp_path / "ac" / "flagged.jsonl", check_files=False)] == [giveaway["id"]]
+    assert main(["curate", "audio-contribution", str(man), "--model", str(tiny_model_dir(tmp_path)),
+                 "--max-tokens", "4", "--out", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "questions answered right without their audio" in out
+    for mode in ("real", "silence", "shuffle"):
+        assert (tmp_path / "cli" / mode / "predictions.jsonl").is_file()
+
+
+def tiny_model_dir(tmp_path):
+    from audior1.checkpoint import init_checkpoint
+    path = tmp_path / "tiny"
+    if not path.exists():
+        init_checkpoint("tiny", path, seed=0)
+    return path

@@ -85,6 +85,37 @@ def cmd_dpo_pairs(args) -> None:
     print(f"{s['pairs']} pairs from {s['items']} items → {args.out} ({s['counts']})")
 
 
+def cmd_audio_contribution(args) -> None:
+    from audior1.eval.cli import main as eval_main
+    from audior1.mgrd.curate import audio_contribution, audio_variants, select
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = args.manifest
+    if args.limit:
+        manifest = str(out / "pool.jsonl")
+        select(args.manifest, manifest, limit=args.limit, seed=args.seed)
+    variants = {"real": Path(manifest), **audio_variants(manifest, out / "variants", seed=args.seed)}
+    if not (args.model or args.endpoint):
+        raise SystemExit("audior1 curate audio-contribution: give --model DIR or --endpoint URL")
+    source = ["--model", args.model] if args.model else ["--endpoint", args.endpoint]
+    if args.served_model:
+        source += ["--served-model", args.served_model]
+    predictions = {}
+    for mode, path in variants.items():
+        code = eval_main(["--bench", "synthetic", "--data", str(path), *source, "--temperature", "0",
+                          "--max-tokens", str(args.max_tokens), "--think" if args.think else "--no-think",
+                          "--out", str(out / mode), "--no-plots"])
+        if code:
+            raise SystemExit(code)
+        predictions[mode] = out / mode / "predictions.jsonl"
+    s = audio_contribution(manifest, predictions, out)
+    print(f"{s['flagged']} of {s['items']} questions answered right without their audio (silence and another clip) "
+          f"→ {out / 'flagged.jsonl'}")
+    for task, t in s["tasks"].items():
+        print(f"  {task:20s} " + "  ".join(f"{k} {v}" for k, v in t.items()))
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("mgrd", help="Modality-Grounded Reasoning Distillation: the iterative loop and its "
                               "report (docs/mgrd.md)")
@@ -102,7 +133,8 @@ def register(subparsers) -> None:
     r.add_argument("run", metavar="RUN_DIR")
     r.set_defaults(func=cmd_report)
 
-    p = subparsers.add_parser("curate", help="MGRD curation steps, usable alone: select, filter, passk, dpo-pairs")
+    p = subparsers.add_parser("curate", help="MGRD curation steps, usable alone: select, filter, passk, dpo-pairs, "
+                              "audio-contribution")
     sub = p.add_subparsers(dest="curate_command", metavar="COMMAND", required=True)
     c = sub.add_parser("select", help="the questions of a manifest that match task / question-type filters")
     c.add_argument("manifest")
@@ -144,6 +176,18 @@ def register(subparsers) -> None:
                    help="where no sample was rejected for a reason, pair the kept chain with a written refusal")
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=cmd_dpo_pairs)
+    c = sub.add_parser("audio-contribution", help="flag questions answered right with their clip replaced by "
+                       "silence and by another question's clip (answerable without the audio)")
+    c.add_argument("manifest")
+    c.add_argument("--model", metavar="DIR")
+    c.add_argument("--endpoint", metavar="URL")
+    c.add_argument("--served-model", metavar="NAME")
+    c.add_argument("--think", action="store_true", help="let the model reason first (default: answer directly)")
+    c.add_argument("--max-tokens", type=int, default=64)
+    c.add_argument("--limit", type=int, help="a seeded random subset of this many questions")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True, metavar="DIR")
+    c.set_defaults(func=cmd_audio_contribution)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -170,3 +170,56 @@ def dpo_pairs(manifest: str | Path, predictions: str | Path, out: str | Path, *,
                       "rejected": rejected, "rejected_because": tag})
     write_manifest(out, pairs)
     return {"pairs": len(pairs), "items": len(items), "counts": dict(why)}
+
+
+def audio_variants(manifest: str | Path, out_dir: str | Path, *, seed: int = 0) -> dict[str, Path]:
+    """The manifest twice more, each question with its clip replaced: by silence of the same length
+    (`silence.jsonl`) and by another question's clip, from another task where there is one (`shuffle.jsonl`)."""
+    import numpy as np
+    import soundfile as sf
+
+    out_dir = Path(out_dir)
+    (out_dir / "silence").mkdir(parents=True, exist_ok=True)
+    items = read_manifest(manifest, check_files=False)
+    rng = random.Random(seed)
+    silent, shuffled = [], []
+    for k, it in enumerate(items):
+        paths = []
+        for j, path in enumerate(it["audio"]):
+            info = sf.info(path)
+            dest = out_dir / "silence" / f"{k:05d}-{j}.wav"
+            sf.write(dest, np.zeros(info.frames, dtype=np.float32), info.samplerate)
+            paths.append(str(dest.resolve()))
+        silent.append({**it, "audio": paths})
+        others = [o for o in items if o["task"] != it["task"]] or [o for o in items if o["id"] != it["id"]] or [it]
+        shuffled.append({**it, "audio": list(rng.choice(others)["audio"])})
+    return {"silence": write_manifest(out_dir / "silence.jsonl", silent),
+            "shuffle": write_manifest(out_dir / "shuffle.jsonl", shuffled)}
+
+
+def audio_contribution(manifest: str | Path, predictions: dict[str, str | Path], out_dir: str | Path) -> dict:
+    """Which questions are answered right without their audio (AudioMCQ's weak / strong audio contribution):
+    an item is flagged when it is answered right with its clip *and* with every replacement. `predictions` maps
+    "real" and each variant to an `audior1 eval` predictions file (first sample scored)."""
+    out_dir = Path(out_dir)
+    items = {it["id"]: it for it in read_manifest(manifest, check_files=False)}
+    right = {mode: {i: rows[0]["scores"].get("exact", 0.0) == 1.0 for i, rows in load_samples(p).items()}
+             for mode, p in predictions.items()}
+    variants = [m for m in predictions if m != "real"]
+    flagged = sorted(i for i in items if right["real"].get(i) and all(right[m].get(i) for m in variants))
+    per_task = defaultdict(lambda: Counter())
+    for i, it in items.items():
+        c = per_task[it["task"]]
+        c["n"] += 1
+        c["flagged"] += i in flagged
+        for mode in predictions:
+            c[mode] += bool(right[mode].get(i))
+    tasks = {t: {"n": c["n"], **{f"accuracy_{m}": round(c[m] / c["n"], 4) for m in predictions},
+                 "flagged": c["flagged"]} for t, c in sorted(per_task.items())}
+    for t, it in ((items[i]["task"], items[i]) for i in items):
+        if it.get("choices"):
+            tasks[t]["chance"] = round(1 / len(it["choices"]), 4)
+    write_manifest(out_dir / "flagged.jsonl", [items[i] for i in flagged])
+    summary = {"items": len(items), "flagged": len(flagged), "modes": list(predictions), "tasks": tasks}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
