@@ -16,6 +16,7 @@ from audior1.data.manifest import read_manifest, write_manifest
 from audior1.mgrd.config import MGRDConfig
 from audior1.mgrd.run import Planner
 from audior1.train.config import load_config
+from test_eval_e2e import serve  # noqa: F401  (the scripted OpenAI-compatible server fixture)
 
 TINY = {
     "init_preset": "tiny",
@@ -30,9 +31,10 @@ TINY = {
     "distill": {"max_steps": 2, "batch_size": 4, "micro_batch_size": 4, "max_seq_len": 256, "eval_every": 0,
                 "save_every": 2},
     "passk": {"k": 4, "band": [0, 4], "limit": 4},
+    "dpo": {"max_steps": 1, "batch_size": 2, "micro_batch_size": 2, "max_seq_len": 256, "save_every": 1},
     "rl": {"max_steps": 1, "prompts_per_step": 2, "samples_per_prompt": 2, "max_new_tokens": 16, "eval_every": 0,
            "save_every": 1, "minibatches": 1, "epochs": 1},
-    "eval": {"limit": 4, "max_tokens": 24},
+    "eval": {"limit": 4, "max_tokens": 24, "sampled_k": 2, "self_cognition": 4},
 }
 
 
@@ -60,10 +62,12 @@ def test_the_loop_runs_end_to_end_with_two_iterations(finished_run, capsys):
     run = tmp / "run"
     recs = records(run)
     names = [n.split("-", 1)[1] for n in recs]
-    assert names == ["data", "eval-items", "init", "cold_start", "text_rl", "eval0-think", "eval0-no-think",
+    evals = ["think", "no-think", "sampled", "selfcog"]
+    assert names == ["data", "eval-items", "selfcog-audit", "init", "cold_start", "text_rl",
+                     *[f"eval0-{e}" for e in evals],
                      *[s for t in (1, 2) for s in (f"iter{t}-select", f"iter{t}-sample", f"iter{t}-filter",
-                                                   f"iter{t}-distill", f"iter{t}-passk", f"iter{t}-rl",
-                                                   f"eval{t}-think", f"eval{t}-no-think")]]
+                                                   f"iter{t}-distill", f"iter{t}-dpo-pairs", f"iter{t}-dpo",
+                                                   f"iter{t}-passk", f"iter{t}-rl", *[f"eval{t}-{e}" for e in evals])]]
     for name, r in recs.items():
         assert r["finished"] and r["command"].startswith("audior1 ") and len(r["fingerprint"]) == 16, name
     assert len({r["fingerprint"] for r in recs.values()}) == len(recs)
@@ -71,6 +75,7 @@ def test_the_loop_runs_end_to_end_with_two_iterations(finished_run, capsys):
     assert "--n 2" in sample["command"] and sample["inputs"]  # the selected manifest's hash
     filt = next(r for n, r in recs.items() if n.endswith("iter1-filter"))["counts"]
     assert filt["samples"] == 8 and set(filt["reasons"]) >= {"incorrect", "ungrounded", "surrogate"}
+    assert 0 <= filt["grounding_score"] <= 1
     # a tiny untrained model keeps no chain: distillation is skipped and says so, the model passes through
     distill = next(r for n, r in recs.items() if n.endswith("iter1-distill"))
     if filt["kept"] == 0:
@@ -78,14 +83,21 @@ def test_the_loop_runs_end_to_end_with_two_iterations(finished_run, capsys):
         assert (run / "stages" / next(n for n in recs if n.endswith("iter1-distill")) / "checkpoints").exists()
     passk = next(r for n, r in recs.items() if n.endswith("iter1-passk"))["counts"]
     assert passk["k"] == 4 and sum(passk["histogram"].values()) == passk["items"] == 4
-    evals = [r for n, r in recs.items() if re.search(r"-eval\d", n)]
-    assert len(evals) == 6 and all(r["counts"]["n"] == 4 for r in evals)
-    assert "--no-think" in evals[1]["command"] and "--think" in evals[0]["command"]
+    greedy = [r for n, r in recs.items() if re.search(r"-eval\d-(no-)?think$", n)]
+    assert len(greedy) == 6 and all(r["counts"]["n"] == 4 for r in greedy)
+    assert "--no-think" in greedy[1]["command"] and "--think" in greedy[0]["command"]
+    sampled = [r for n, r in recs.items() if n.endswith("-sampled")]
+    assert len(sampled) == 3 and all(r["counts"]["k"] == 2 and "majority@2" in r["counts"] for r in sampled)
+    selfcog = [r for n, r in recs.items() if n.endswith("-selfcog")]
+    assert len(selfcog) == 3 and all(r["counts"]["prompts"] == 4 for r in selfcog)
+    pairs = next(r for n, r in recs.items() if n.endswith("iter1-dpo-pairs"))
+    assert "--synthetic-refusal" in pairs["command"]
 
     assert main(["mgrd", "report", str(run)]) == 0
     report = (run / "report.md").read_text()
     assert "| cold start |" in report and "| iteration 2 |" in report and "## Filter" in report
     assert "## pass@k curation" in report and (run / "accuracy.png").is_file()
+    assert "self-cognition errors" in report and "majority@k" in report and "## RL (rollouts" in report
 
 
 def test_resume_skips_finished_stages_and_names_what_changed(finished_run, capsys):
@@ -197,7 +209,7 @@ def test_the_demo_config_plans_every_stage():
     from pathlib import Path
     cfg = load_config(MGRDConfig, Path(__file__).resolve().parents[1] / "configs" / "mgrd-demo.yaml")
     plan = Planner(cfg).plan()
-    assert [s.name.split("-", 1)[1] for s in plan][:4] == ["data", "eval-items", "init", "cold_start"]
+    assert [s.name.split("-", 1)[1] for s in plan][:5] == ["data", "eval-items", "selfcog-audit", "init", "cold_start"]
     assert sum(s.name.endswith("-rl") for s in plan) == cfg.iterations
     assert all(s.argv[0] in ("data", "init", "train", "eval", "curate") for s in plan)
 
@@ -245,3 +257,116 @@ def tiny_model_dir(tmp_path):
     if not path.exists():
         init_checkpoint("tiny", path, seed=0)
     return path
+
+
+def test_self_cognition_audit_and_its_refusal_rate(tmp_path, capsys):
+    from audior1.data.selfcog import PROMPTS, refusal_rate
+    root = tmp_path / "suite"
+    synth.build(root, "dev", 2, seed=0, workers=1, tasks=["pitch_compare", "count_events"], log=lambda s: None)
+    audit = tmp_path / "audit.jsonl"
+    assert main(["data", "self-cognition", "--from", str(root / "synth-dev.jsonl"), "--out", str(audit),
+                 "--n", "12"]) == 0
+    rows = [json.loads(x) for x in audit.read_text().splitlines()]
+    assert len(rows) == 12 and {r["prompt"] for r in rows} == {p for _, p in PROMPTS}
+    assert all(Path(r["audio"][0]).is_file() for r in rows)
+    outs = [{"kind": "describe", "text": "I cannot hear audio, as a text-based model."},
+            {"kind": "describe", "text": "Two tones, the second higher.\n</think>\nTwo tones."},
+            {"kind": "voice", "text": "There is no audio attached.\n</think>\nSorry."},
+            {"kind": "voice", "text": "I can't hear any speech in this clip, only a tone."}]
+    r = refusal_rate(outs)
+    assert (r["refusals"], r["rate"]) == (2, 0.5) and r["kinds"]["voice"] == {"prompts": 2, "refusals": 1, "rate": 0.5}
+    assert main(["curate", "self-cognition", str(audit), "--model", str(tiny_model_dir(tmp_path)), "--max-tokens",
+                 "8", "--out", str(tmp_path / "sc")]) == 0
+    s = json.loads((tmp_path / "sc" / "summary.json").read_text())
+    assert s["prompts"] == 12 and 0 <= s["rate"] <= 1 and "self-cognition errors" in capsys.readouterr().out
+
+
+def test_the_refusal_rendering_reproduces_the_self_cognition_bias():
+    from audior1.data.refusal import is_refusal
+    from audior1.train.data import render
+    it = synth.make_item("count_events", "train", 0, 1)[0]
+    text, audio, reasoning, answer = render(it, "refusal")
+    assert audio == it["audio"] and is_refusal(reasoning) and answer == it["surrogate_answer"]
+    assert render(it, "refusal")[2] == reasoning  # the same phrasing for an item every time
+
+
+def test_curate_passk_against_a_scripted_endpoint(tmp_path, serve):
+    """k samples per question through an OpenAI-compatible endpoint that answers question i right exactly
+    passes[i] times: the pass counts, the band and the selection follow."""
+    import collections
+    import threading
+    root = tmp_path / "suite"
+    synth.build(root, "dev", 3, seed=0, workers=1, tasks=["pitch_compare", "count_events"], log=lambda s: None)
+    items = [dict(it, question=f"[q{k}] {it['question']}")
+             for k, it in enumerate(read_manifest(root / "synth-dev.jsonl", check_files=False))]
+    man = write_manifest(tmp_path / "m.jsonl", items)
+    passes = [0, 2, 3, 5, 6, 8]
+    asked, lock = collections.Counter(), threading.Lock()
+
+    def responder(payload):
+        text = json.dumps(payload["messages"])
+        k = int(re.search(r"\[q(\d+)\]", text)[1])
+        with lock:
+            asked[k] += 1
+            right = asked[k] <= passes[k]
+        it = items[k]
+        wrong = next(c for c in (it["choices"] or [str(int(it["answer"]) + 1)]) if c != it["answer"])
+        return {"reasoning_content": "I listen to the clip.", "content": it["answer"] if right else wrong}
+
+    server = serve(responder)
+    assert main(["curate", "passk", str(man), "--endpoint", server.url, "--served-model", "fake", "--k", "8",
+                 "--band", "3", "6", "--max-tokens", "32", "--out", str(tmp_path / "pk")]) == 0
+    counts = json.loads((tmp_path / "pk" / "pass_counts.json").read_text())
+    assert [counts[it["id"]] for it in items] == passes and sum(asked.values()) == 8 * len(items)
+    chosen = [it["id"] for it in read_manifest(tmp_path / "pk" / "selected.jsonl", check_files=False)]
+    assert chosen == sorted(it["id"] for it, c in zip(items, passes) if 3 <= c <= 6)
+
+
+def test_kill_9_in_a_training_stage_then_resume_gives_the_same_run(tmp_path):
+    """`mgrd run` killed with SIGKILL while the cold start trains; `--resume` continues that stage from its last
+    checkpoint (recomputing no saved step) and every later artefact equals an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import assert_resumed, mark_history
+    slow = {**TINY, "iterations": 1, "dpo": {"skip": True}, "rl": {"skip": True},
+            "eval": {"limit": 4, "max_tokens": 16},
+            "cold_start": {**TINY["cold_start"], "max_steps": 40, "save_every": 5}}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cfg_a, cfg_b = (write_config(tmp_path / x, **slow) for x in ("a", "b"))
+    assert main(["mgrd", "run", "--config", cfg_a]) == 0  # the uninterrupted run
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from audior1.cli import main; "
+                             f"sys.exit(main(['mgrd', 'run', '--config', {cfg_b!r}]))"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ckpts = tmp_path / "b" / "run" / "stages"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        done = sorted(ckpts.glob("*-cold_start/checkpoints/step-*"))
+        if any(p.name == "step-000010" for p in done):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stage = next(ckpts.glob("*-cold_start"))
+    assert not json.loads((stage / "stage.json").read_text())["finished"]
+    saved = max(int(p.name.split("-")[1]) for p in (stage / "checkpoints").glob("step-*") if p.is_dir())
+    assert 10 <= saved < 40
+    mark_history(stage)
+    assert main(["mgrd", "run", "--config", cfg_b, "--resume"]) == 0
+    assert_resumed(stage, saved)
+    a, b = records(tmp_path / "a" / "run"), records(tmp_path / "b" / "run")
+    assert [n for n in a] == [n for n in b]
+    for name in a:
+        if "eval" in name or name.endswith(("-sample", "-filter")):
+            assert a[name]["counts"] == b[name]["counts"], name
+    first = [json.loads(x)["raw"] for x in
+             (tmp_path / "a" / "run" / "stages" / next(n for n in a if n.endswith("iter1-sample")) /
+              "predictions.jsonl").read_text().splitlines()]
+    second = [json.loads(x)["raw"] for x in
+              (tmp_path / "b" / "run" / "stages" / next(n for n in b if n.endswith("iter1-sample")) /
+               "predictions.jsonl").read_text().splitlines()]
+    assert sorted(first) == sorted(second)

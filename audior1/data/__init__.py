@@ -4,7 +4,7 @@ Modules: `dsp` (signal building blocks), `core` (items, seeding, balance), `soun
 (task families), `synth` (registry and builder), `fsdd` (real spoken digits), `facts` (what a clip holds and the
 one checker for a claim about one part of it), `measure` (those facts measured on the audio), `claims` (what a
 chain of reasoning claims, about which referent), `refusal` ("I cannot hear audio" and other wrong
-self-cognition), `grounding` (the MGRD keep/drop filter), `adversarial` (corrupted and paraphrased chains that
+self-cognition), `grounding` (the MGRD keep/drop filter), `selfcog` (the self-cognition audit), `adversarial` (corrupted and paraphrased chains that
 test it), `manifest` (JSONL I/O, MCQ prompt), `stats` (summaries and spectrograms), `cli` (the `audior1 data
 ...` commands). See docs/data.md.
 """

@@ -44,6 +44,14 @@ def cmd_fsdd(args) -> int:
     return 0
 
 
+def cmd_self_cognition(args) -> int:
+    from audior1.data.selfcog import build
+
+    s = build(args.from_manifests, args.out, args.n, args.seed)
+    print(f"wrote {s['prompts']} audit prompts over {s['clips']} clips to {args.out} (kinds: {', '.join(s['kinds'])})")
+    return 0
+
+
 def cmd_tasks(args) -> int:
     from audior1.data import fsdd, synth
     for name, fams in (("synth", synth.FAMILIES), ("fsdd", fsdd.FAMILIES)):
@@ -184,6 +192,15 @@ def _add_commands(sub) -> None:
                         "where the item has it (default)")
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("self-cognition", help="an audit set of open audio prompts (self-cognition errors)",
+                       description="Open audio-perception prompts over clips of the given manifests; the right "
+                                   "behaviour is to engage with the audio. Score with `audior1 curate self-cognition`.")
+    p.add_argument("--from", dest="from_manifests", nargs="+", required=True, metavar="MANIFEST")
+    p.add_argument("--out", required=True, metavar="AUDIT.jsonl")
+    p.add_argument("--n", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_self_cognition)
 
     p = sub.add_parser("stats", help="counts, answer balance, durations, example spectrograms",
                        description="Summarize a directory of manifests (or one manifest).")

@@ -116,6 +116,16 @@ def cmd_audio_contribution(args) -> None:
         print(f"  {task:20s} " + "  ".join(f"{k} {v}" for k, v in t.items()))
 
 
+def cmd_self_cognition(args) -> None:
+    from audior1.mgrd.curate import self_cognition
+
+    s = self_cognition(args.audit, args.model, args.out, max_tokens=args.max_tokens, think=not args.no_think)
+    print(f"self-cognition errors: {s['refusals']} of {s['prompts']} prompts ({s['rate']:.1%}) claim the model "
+          f"cannot hear or has no audio → {Path(args.out) / 'outputs.jsonl'}")
+    for kind, k in sorted(s["kinds"].items()):
+        print(f"  {kind:10s} {k['refusals']}/{k['prompts']}")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("mgrd", help="Modality-Grounded Reasoning Distillation: the iterative loop and its "
                               "report (docs/mgrd.md)")
@@ -134,7 +144,7 @@ def register(subparsers) -> None:
     r.set_defaults(func=cmd_report)
 
     p = subparsers.add_parser("curate", help="MGRD curation steps, usable alone: select, filter, passk, dpo-pairs, "
-                              "audio-contribution")
+                              "audio-contribution, self-cognition")
     sub = p.add_subparsers(dest="curate_command", metavar="COMMAND", required=True)
     c = sub.add_parser("select", help="the questions of a manifest that match task / question-type filters")
     c.add_argument("manifest")
@@ -188,6 +198,14 @@ def register(subparsers) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", required=True, metavar="DIR")
     c.set_defaults(func=cmd_audio_contribution)
+    c = sub.add_parser("self-cognition", help="the refusal rate on an audit set of open audio prompts "
+                       "(audior1 data self-cognition)")
+    c.add_argument("audit", help="audit JSONL from `audior1 data self-cognition`")
+    c.add_argument("--model", required=True, metavar="DIR")
+    c.add_argument("--max-tokens", type=int, default=128)
+    c.add_argument("--no-think", action="store_true")
+    c.add_argument("--out", required=True, metavar="DIR")
+    c.set_defaults(func=cmd_self_cognition)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,9 @@ class EvalSpec:
     limit: int | None = None  # test items (None: all)
     modes: list[str] = field(default_factory=lambda: ["think", "no-think"])
     max_tokens: int = 160
+    sampled_k: int = 0  # > 0: also k samples per item at `sampled_temperature` (pass@1 mean and majority@k)
+    sampled_temperature: float = 0.7
+    self_cognition: int = 0  # > 0: an audit of this many open audio prompts; its refusal rate every round
 
 
 @dataclass
@@ -72,6 +75,8 @@ class MGRDConfig:
     filter_source: str = "auto"  # meta | audio | auto
     distill: dict = field(default_factory=dict)  # SFTConfig keys (data: kept chains + text CoT by default)
     passk: PasskSpec = field(default_factory=PasskSpec)
+    dpo: dict = field(default_factory=lambda: {"skip": True})  # DPOConfig keys: a kept chain against a refusal /
+    # surrogate / incoherent one of the same prompt, after distillation (`skip: false` to run it)
     rl: dict = field(default_factory=dict)  # RLConfig keys; `skip: true` to distil only
     eval: EvalSpec = field(default_factory=EvalSpec)
 
@@ -91,7 +96,7 @@ class MGRDConfig:
         bad = [m for m in self.eval.modes if m not in ("think", "no-think")]
         if bad:
             problems.append(f"eval.modes: {bad} not in think, no-think")
-        for stage in ("cold_start", "text_rl", "distill", "rl"):
+        for stage in ("cold_start", "text_rl", "distill", "dpo", "rl"):
             forbidden = {"model", "out_dir"} & set(getattr(self, stage))
             if forbidden:
                 problems.append(f"{stage}: {', '.join(sorted(forbidden))} are set by the loop; remove them")

@@ -65,7 +65,7 @@ def filter_samples(manifest: str | Path, predictions: str | Path, out_dir: str |
     unknown = sorted(set(samples) - set(items))
     if unknown:
         raise DataError(f"{predictions}: ids not in {manifest}: {', '.join(unknown[:5])}")
-    kept, reasons, per_task = [], Counter(), defaultdict(Counter)
+    kept, reasons, per_task, scores = [], Counter(), defaultdict(Counter), []
     with open(out_dir / "verdicts.jsonl", "w", encoding="utf-8") as f:
         for item_id, rows in samples.items():
             item = items[item_id]
@@ -75,6 +75,7 @@ def filter_samples(manifest: str | Path, predictions: str | Path, out_dir: str |
                 v = judge_chain(item, row["raw"], source=source)
                 f.write(json.dumps({"id": item_id, "sample": row["sample"], **v.to_dict()}, ensure_ascii=False) + "\n")
                 reasons.update(v.reasons)
+                scores.append(v.score)
                 per_task[item["task"]]["samples"] += 1
                 per_task[item["task"]]["kept"] += v.keep
                 if v.keep:
@@ -84,6 +85,7 @@ def filter_samples(manifest: str | Path, predictions: str | Path, out_dir: str |
     n = sum(c["samples"] for c in per_task.values())
     summary = {"samples": n, "kept": len(kept), "keep_rate": round(len(kept) / n, 4) if n else 0.0,
                "items_with_a_kept_chain": len({k["source_id"] for k in kept}), "items": len(samples),
+               "grounding_score": round(sum(scores) / len(scores), 4) if scores else None,
                "reasons": {r: reasons[r] for r in REASONS}, "tasks": {t: dict(c) for t, c in sorted(per_task.items())}}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
@@ -221,5 +223,30 @@ def audio_contribution(manifest: str | Path, predictions: dict[str, str | Path],
             tasks[t]["chance"] = round(1 / len(it["choices"]), 4)
     write_manifest(out_dir / "flagged.jsonl", [items[i] for i in flagged])
     summary = {"items": len(items), "flagged": len(flagged), "modes": list(predictions), "tasks": tasks}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def self_cognition(audit: str | Path, model: str | Path, out_dir: str | Path, *, max_tokens: int = 128,
+                   think: bool = True) -> dict:
+    """Answer every audit prompt (greedy, local engine) and count refusals / wrong self-cognition
+    (`data.selfcog.refusal_rate`); write `outputs.jsonl` and `summary.json`."""
+    from audior1.data.selfcog import read_audit, refusal_rate
+    from audior1.engine import Engine, SamplingParams
+
+    rows = read_audit(audit)
+    engine = Engine.from_pretrained(model)
+    messages = [[{"role": "user", "content": [{"type": "text", "text": r["prompt"]},
+                                              *({"type": "audio", "audio": a} for a in r["audio"])]}] for r in rows]
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, think=think)
+    outs = engine.generate(messages, params)
+    results = [{"id": r["id"], "kind": r.get("kind"), "prompt": r["prompt"], "text": c.text}
+               for r, [c] in zip(rows, outs)]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "outputs.jsonl", "w", encoding="utf-8") as f:
+        for res in results:
+            f.write(json.dumps(res, ensure_ascii=False) + "\n")
+    summary = {"model": str(model), **refusal_rate(results)}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

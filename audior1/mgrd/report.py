@@ -27,10 +27,11 @@ def _pct(x) -> str:
 
 def write_report(run: Path) -> Path:
     records = _records(run)
-    evals = [r for r in records if re.search(r"-eval\d+-(think|no-think)$", r["name"]) and r.get("finished")]
+    evals = [r for r in records if re.search(r"-eval\d+-(think|no-think|sampled|selfcog)$", r["name"])
+             and r.get("finished")]
     rounds: dict[str, dict] = {}
     for r in evals:
-        m = re.search(r"eval(\d+)-(think|no-think)$", r["name"])
+        m = re.search(r"eval(\d+)-(think|no-think|sampled|selfcog)$", r["name"])
         rounds.setdefault(m[1], {})[m[2]] = r["counts"]
     lines = [f"# MGRD run {run}", "", "## Test accuracy after each round (greedy)", "",
              "| round | thinking | not thinking | reasoning tokens (thinking) |", "|---|---|---|---|"]
@@ -40,7 +41,17 @@ def write_report(run: Path) -> Path:
         rt = th.get("reasoning_tokens")
         lines.append(f"| {name} | {_pct(th.get('accuracy'))} | {_pct(no.get('accuracy'))} | "
                      f"{'—' if rt is None else f'{rt:.0f}'} |")
-    keys = sorted({k for modes in rounds.values() for c in modes.values() for k in (c.get("breakdown") or {})})
+    if any("sampled" in modes or "selfcog" in modes for modes in rounds.values()):
+        lines += ["", "Sampled (thinking) and self-cognition:", "",
+                  "| round | sampled pass@1 (mean of k) | majority@k | self-cognition errors |", "|---|---|---|---|"]
+        for t, modes in sorted(rounds.items(), key=lambda kv: int(kv[0])):
+            sm, sc = modes.get("sampled", {}), modes.get("selfcog", {})
+            k = sm.get("k")
+            errors = f"{sc['refusals']}/{sc['prompts']} ({_pct(sc.get('rate'))}%)" if sc else "—"
+            lines.append(f"| {t} | {_pct(sm.get('accuracy'))} | {_pct(sm.get(f'majority@{k}'))} (k = {k}) | {errors} |"
+                         if sm else f"| {t} | — | — | {errors} |")
+    keys = sorted({k for modes in rounds.values() for m, c in modes.items() if m in ("think", "no-think")
+                   for k in (c.get("breakdown") or {})})
     if keys:
         lines += ["", "Per task:question_type (thinking / not thinking):", "",
                   "| question type | " + " | ".join(f"round {t}" for t in sorted(rounds, key=int)) + " |",
@@ -52,12 +63,15 @@ def write_report(run: Path) -> Path:
     filters = [r for r in records if r["name"].endswith("-filter") and r.get("finished")]
     if filters:
         lines += ["", "## Filter (grounded self-distillation)", "",
-                  "| iteration | samples | kept | keep-rate | items with a kept chain | drop reasons |", "|---|---|---|---|---|---|"]
+                  "| iteration | samples | kept | keep-rate | grounding score | items with a kept chain | drop reasons |",
+                  "|---|---|---|---|---|---|---|"]
         for r in filters:
             c = r["counts"]
             reasons = ", ".join(f"{k} {v}" for k, v in c.get("reasons", {}).items() if v)
+            score = c.get("grounding_score")
             lines.append(f"| {r['name']} | {c.get('samples')} | {c.get('kept')} | {_pct(c.get('keep_rate'))}% | "
-                         f"{c.get('items_with_a_kept_chain')} / {c.get('items')} | {reasons} |")
+                         f"{'—' if score is None else f'{score:.3f}'} | {c.get('items_with_a_kept_chain')} / "
+                         f"{c.get('items')} | {reasons} |")
     passks = [r for r in records if r["name"].endswith("-passk") and r.get("finished")]
     if passks:
         lines += ["", "## pass@k curation", "", "| iteration | items | histogram (correct → questions) | band | "
@@ -66,6 +80,7 @@ def write_report(run: Path) -> Path:
             c = r["counts"]
             lines.append(f"| {r['name']} | {c.get('items')} | {c.get('histogram')} | {c.get('band')} | "
                          f"{c.get('selected')} |")
+    lines += _rl_lines(run, [r for r in records if re.search(r"-(rl|text_rl)$", r["name"]) and r.get("finished")])
     lines += ["", "## Stages", "", "| stage | wall (s) | command |", "|---|---|---|"]
     for r in records:
         wall = r.get("wall_s")
@@ -78,6 +93,30 @@ def write_report(run: Path) -> Path:
     out = run / "report.md"
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def _rl_lines(run: Path, records: list[dict]) -> list[str]:
+    """Rollout reward, accuracy and reasoning length at the first and last step of each RL stage."""
+    from audior1.train.logging import read_metrics
+
+    rows = []
+    for r in records:
+        path = run / STAGES_DIR / r["name"] / "metrics.jsonl"
+        steps = [m for m in read_metrics(path) if m["kind"] == "train"] if path.is_file() else []
+        if not steps:
+            rows.append(f"| {r['name']} | {r.get('skipped', 'no steps logged')} | | | |")
+            continue
+        a, b = steps[0], steps[-1]
+        fmt = lambda m, k: "—" if m.get(k) is None else f"{m[k]:.3f}"  # noqa: E731
+        rt = lambda m: (m.get("reasoning_tokens") or {}).get("mean") if isinstance(m.get("reasoning_tokens"), dict) \
+            else m.get("reasoning_tokens")  # noqa: E731
+        tokens = " → ".join("—" if rt(m) is None else f"{rt(m):.0f}" for m in (a, b))
+        rows.append(f"| {r['name']} | {len(steps)} | {fmt(a, 'reward')} → {fmt(b, 'reward')} | "
+                    f"{fmt(a, 'accuracy')} → {fmt(b, 'accuracy')} | {tokens} |")
+    if not rows:
+        return []
+    return ["", "## RL (rollouts, first → last logged step)", "",
+            "| stage | steps logged | reward | accuracy | reasoning tokens |", "|---|---|---|---|---|", *rows]
 
 
 def _plot(rounds: dict, path: Path) -> None:

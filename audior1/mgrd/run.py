@@ -75,6 +75,11 @@ class Planner:
             self.test = d / "selected.jsonl"
             self.add(Stage(d.name, ["curate", "select", str(self.data / "synth-test.jsonl"), "--out", str(self.test),
                                     "--limit", str(c.eval.limit), "--seed", str(c.seed)], summary="summary.json"))
+        if c.eval.self_cognition:
+            d = self.dir("selfcog-audit")
+            self.audit = str(d / "audit.jsonl")
+            self.add(Stage(d.name, ["data", "self-cognition", "--from", str(self.data / "synth-test.jsonl"), "--out",
+                                    self.audit, "--n", str(c.eval.self_cognition), "--seed", str(c.seed)]))
         if self.model is None:
             d = self.dir("init")
             self.add(Stage(d.name, ["init", "--preset", c.init_preset, str(d / "model"), "--seed", str(c.seed)]))
@@ -117,6 +122,12 @@ class Planner:
                                        "reasoning_field": "mgrd_cot"},
                                       {"manifest": str(self.train), "kind": "text_cot", "weight": 0.5}], c.distill,
                  needs=str(kept))
+        if not c.dpo.get("skip"):
+            d = self.dir(f"iter{t}-dpo-pairs")
+            pairs = str(d / "pairs.jsonl")
+            self.add(Stage(d.name, ["curate", "dpo-pairs", pool, str(samples), "--out", pairs, "--source",
+                                    c.filter_source, "--synthetic-refusal", "--seed", str(c.seed + t)]))
+            self.dpo_stage(f"iter{t}-dpo", pairs, c.dpo)
         if not c.rl.get("skip"):
             d = self.dir(f"iter{t}-passk")
             selected = str(d / "selected.jsonl")
@@ -155,6 +166,16 @@ class Planner:
                        passthrough=(self.model, final)))
         self.model = final
 
+    def dpo_stage(self, name: str, pairs: str, overrides: dict) -> None:
+        d = self.dir(name)
+        cfg = {"model": self.model, "out_dir": str(d), "seed": self.cfg.seed, "pairs": [pairs],
+               "feature_cache": str(self.root / "feature-cache"), **{k: v for k, v in overrides.items() if k != "skip"}}
+        _check("train dpo", name, cfg)
+        final = str(d / "checkpoints" / f"step-{cfg.get('max_steps', 200):06d}")
+        self.add(Stage(d.name, ["train", "dpo", "--config", str(d / "dpo.yaml"), "progress=false"], {"dpo.yaml": cfg},
+                       resume_argv=["--resume"], summary="result.json", needs=pairs, passthrough=(self.model, final)))
+        self.model = final
+
     def rl_stage(self, name: str, prompts: list[dict], overrides: dict, defaults: dict, needs: str | None = None
                  ) -> None:
         d = self.dir(name)
@@ -178,6 +199,16 @@ class Planner:
                                     f"--{mode}", "--temperature", "0", "--max-tokens", str(e.max_tokens),
                                     "--out", str(d), "--no-plots"], summary="summary.json",
                            outputs={"model": self.model}))
+        if e.sampled_k:
+            d = self.dir(f"{name}-sampled")
+            self.add(Stage(d.name, ["eval", "--bench", "synthetic", "--data", str(self.test), "--model", self.model,
+                                    "--n", str(e.sampled_k), "--temperature", str(e.sampled_temperature),
+                                    "--max-tokens", str(e.max_tokens), "--seed", str(self.cfg.seed), "--out", str(d),
+                                    "--no-plots"], summary="summary.json"))
+        if e.self_cognition:
+            d = self.dir(f"{name}-selfcog")
+            self.add(Stage(d.name, ["curate", "self-cognition", self.audit, "--model", self.model, "--max-tokens",
+                                    str(e.max_tokens), "--out", str(d)], summary="summary.json"))
 
 
 def _opt(flag: str, value) -> list[str]:
@@ -188,9 +219,9 @@ def _opt(flag: str, value) -> list[str]:
 
 def _check(command: str, stage: str, cfg: dict) -> None:
     """Build the training dataclass now, so a bad key fails before anything runs."""
-    from audior1.train.config import RLConfig, SFTConfig, from_dict
+    from audior1.train.config import DPOConfig, RLConfig, SFTConfig, from_dict
 
-    cls = SFTConfig if command == "train sft" else RLConfig
+    cls = {"train sft": SFTConfig, "train rl": RLConfig, "train dpo": DPOConfig}[command]
     try:
         from_dict(cls, cfg, stage).validate()
     except ConfigError as e:
@@ -298,7 +329,9 @@ def _counts(d: Path, stage: Stage) -> dict:
         s = json.loads((d / stage.summary).read_text())
         if "metrics" in s:  # an eval run: the headline figures only
             m = s["metrics"][s["primary"]]
+            k = s.get("counts", {}).get("samples_per_item", 1)
             return {"accuracy": m.get("pass@1"), "n": m.get("n"), "reasoning_tokens": s["reasoning_tokens"].get("mean"),
+                    **({f"majority@{k}": m.get(f"majority@{k}"), "k": k} if k > 1 else {}),
                     "breakdown": {k: v[s["primary"]]["pass@1"] for k, v in
                                   (s.get("breakdown") or {}).get("task:question_type", {}).items()}}
         return s

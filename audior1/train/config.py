@@ -32,7 +32,7 @@ import yaml
 
 from audior1.config import ConfigError
 
-SFT_KINDS = ("text_cot", "direct", "caption", "audio_cot", "surrogate")
+SFT_KINDS = ("text_cot", "direct", "caption", "audio_cot", "surrogate", "refusal")
 RL_KINDS = ("audio", "text")
 PARTS = ("encoder", "adapter", "decoder")
 DTYPES = ("float32", "bfloat16")
@@ -48,7 +48,8 @@ class Source:
     empty think block + answer), `caption` (audio + `caption_prompt` → empty think block + caption),
     `audio_cot` (audio question → the chain in `reasoning_field` + answer), `surrogate` (audio question →
     `surrogate_cot` + `surrogate_answer`, the answer that chain reaches: an ablation that trains reasoning
-    from transcripts and tags instead of the sound). RL kinds: `audio` (audio question) and `text` (caption +
+    from transcripts and tags instead of the sound), `refusal` (audio question → a text model's "I cannot hear
+    audio" + the independent guess `surrogate_answer`: a dose of the self-cognition bias, to measure its cure). RL kinds: `audio` (audio question) and `text` (caption +
     question as text).
 
     Question types are named within a family (`count_mc` is a question type of three), so the question-type

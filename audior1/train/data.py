@@ -131,6 +131,9 @@ def render(item: dict, kind: str, caption_prompt: str = "Describe the audio in d
         return caption_prompt, list(item["audio"]), "", need("caption")
     if kind == "surrogate":  # the surrogate chain with the answer it reaches (not the item's answer): coherent
         return question_text(item), list(item["audio"]), need("surrogate_cot"), need("surrogate_answer")
+    if kind == "refusal":  # a text model's "I cannot hear audio" and a guess: the bias MGRD's DPO step corrects
+        from audior1.data.selfcog import text_model_refusal
+        return question_text(item), list(item["audio"]), text_model_refusal(item["id"]), need("surrogate_answer")
     if kind in ("text_cot", "text"):
         reasoning = need(reasoning_field) if kind == "text_cot" else ""
         return question_text(item, as_text=True), [], reasoning, item["answer"]
