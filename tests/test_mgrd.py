@@ -370,3 +370,14 @@ def test_kill_9_in_a_training_stage_then_resume_gives_the_same_run(tmp_path):
               (tmp_path / "b" / "run" / "stages" / next(n for n in b if n.endswith("iter1-sample")) /
                "predictions.jsonl").read_text().splitlines()]
     assert sorted(first) == sorted(second)
+
+
+def test_designs_are_decided_on_dev():
+    cfg = load_config(MGRDConfig, None, ["eval.split=dev", "eval.limit=5"])
+    plan = Planner(cfg).plan()
+    items = next(s for s in plan if s.name.endswith("eval-items"))
+    assert "synth-dev.jsonl" in items.argv[2] and "synth-test" not in " ".join(items.argv)
+    evals = [s for s in plan if "-eval" in s.name and "think" in s.name]
+    assert all(str(items.argv[items.argv.index("--out") + 1]) in s.argv for s in evals)
+    with pytest.raises(ConfigError, match="eval.split"):
+        load_config(MGRDConfig, None, ["eval.split=train"])

@@ -52,7 +52,8 @@ class PasskSpec:
 
 @dataclass
 class EvalSpec:
-    limit: int | None = None  # test items (None: all)
+    split: str = "test"  # the split evaluated every round: test, or dev while designs are decided
+    limit: int | None = None  # items of that split (None: all)
     modes: list[str] = field(default_factory=lambda: ["think", "no-think"])
     max_tokens: int = 160
     sampled_k: int = 0  # > 0: also k samples per item at `sampled_temperature` (pass@1 mean and majority@k)
@@ -93,6 +94,8 @@ class MGRDConfig:
         for name in ("k", "max_tokens"):
             if getattr(self.sample, name) < 1:
                 problems.append(f"sample.{name} must be ≥ 1")
+        if self.eval.split not in ("dev", "test"):
+            problems.append(f"eval.split must be dev or test, got {self.eval.split!r}")
         bad = [m for m in self.eval.modes if m not in ("think", "no-think")]
         if bad:
             problems.append(f"eval.modes: {bad} not in think, no-think")

@@ -18,7 +18,8 @@ def _records(run: Path) -> list[dict]:
     stages = run / STAGES_DIR
     if not stages.is_dir():
         raise FileNotFoundError(f"{run}: no {STAGES_DIR}/ folder: not an MGRD run directory")
-    return [json.loads((d / "stage.json").read_text()) for d in sorted(stages.iterdir()) if (d / "stage.json").is_file()]
+    return [json.loads((d / "stage.json").read_text()) for d in sorted(stages.iterdir())
+            if (d / "stage.json").is_file()]
 
 
 def _pct(x) -> str:
@@ -58,12 +59,14 @@ def write_report(run: Path) -> Path:
                   "|---|" + "---|" * len(rounds)]
         for k in keys:
             cells = [f"{_pct(rounds[t].get('think', {}).get('breakdown', {}).get(k))} / "
-                     f"{_pct(rounds[t].get('no-think', {}).get('breakdown', {}).get(k))}" for t in sorted(rounds, key=int)]
+                     f"{_pct(rounds[t].get('no-think', {}).get('breakdown', {}).get(k))}"
+                     for t in sorted(rounds, key=int)]
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
     filters = [r for r in records if r["name"].endswith("-filter") and r.get("finished")]
     if filters:
         lines += ["", "## Filter (grounded self-distillation)", "",
-                  "| iteration | samples | kept | keep-rate | grounding score | items with a kept chain | drop reasons |",
+                  "| iteration | samples | kept | keep-rate | grounding score | items with a kept chain "
+                  "| drop reasons |",
                   "|---|---|---|---|---|---|---|"]
         for r in filters:
             c = r["counts"]

@@ -56,7 +56,8 @@ class Planner:
         self.root = Path(cfg.out_dir)
         self.stages: list[Stage] = []
         self.data = self.root / "data"
-        self.train, self.test = self.data / "synth-train.jsonl", self.data / "synth-test.jsonl"
+        self.train = self.data / "synth-train.jsonl"
+        self.test = self.data / f"synth-{cfg.eval.split}.jsonl"  # the evaluated split (dev while deciding designs)
         self.model = cfg.model
 
     def dir(self, name: str) -> Path:
@@ -70,16 +71,17 @@ class Planner:
         c = self.cfg
         self.add(Stage("00-data", ["data", "synth", "--out", str(self.data), "--split", "all", "--n-per-task",
                                    str(c.data.n_per_task), "--seed", str(c.data.seed), "--tasks", *c.data.tasks]))
-        if c.eval.limit:  # a seeded subset of the test split, the same for every round
+        if c.eval.limit:  # a seeded subset of the evaluated split, the same for every round
             d = self.dir("eval-items")
-            self.test = d / "selected.jsonl"
-            self.add(Stage(d.name, ["curate", "select", str(self.data / "synth-test.jsonl"), "--out", str(self.test),
+            self.add(Stage(d.name, ["curate", "select", str(self.test), "--out", str(d / "selected.jsonl"),
                                     "--limit", str(c.eval.limit), "--seed", str(c.seed)], summary="summary.json"))
+            self.test = d / "selected.jsonl"
         if c.eval.self_cognition:
             d = self.dir("selfcog-audit")
             self.audit = str(d / "audit.jsonl")
-            self.add(Stage(d.name, ["data", "self-cognition", "--from", str(self.data / "synth-test.jsonl"), "--out",
-                                    self.audit, "--n", str(c.eval.self_cognition), "--seed", str(c.seed)]))
+            split = self.data / f"synth-{c.eval.split}.jsonl"
+            self.add(Stage(d.name, ["data", "self-cognition", "--from", str(split), "--out", self.audit, "--n",
+                                    str(c.eval.self_cognition), "--seed", str(c.seed)]))
         if self.model is None:
             d = self.dir("init")
             self.add(Stage(d.name, ["init", "--preset", c.init_preset, str(d / "model"), "--seed", str(c.seed)]))
