@@ -683,13 +683,12 @@ def _comparisons(sent: str, si: int, noun: str) -> list[Comparison]:
             a, b = "end", "start"
         elif b:
             b = _side(b, noun)
-        after = sent[mm.end(): mm.end() + 4]
-        same = bool(re.search(rf"\bthe\s+{mm['rel']}(?:\s+one|\s+of)", mm[0])) and not mm["b"]
         if mm["a"] == "it" and re.search(r"\bends\b", mm[0]) and not b:
             a, b = "end", "start"
-        out.append(Comparison(a, rel, b, mm[0] + after.rstrip(), si, negated=bool(mm["neg"]) or same is None))
-        if same:
-            out[-1] = Comparison(a, rel, "=", mm[0], si, negated=bool(mm["neg"]))
+        text = mm[0] + sent[mm.end(): mm.end() + 4].rstrip()
+        if re.search(rf"\bthe\s+{mm['rel']}(?:\s+one|\s+of)", mm[0]) and not mm["b"]:
+            b, text = "=", mm[0]  # "A is the higher one": A is the one most so
+        out.append(Comparison(a, rel, b, text, si, negated=bool(mm["neg"])))
     return out
 
 

@@ -126,6 +126,13 @@ def cmd_self_cognition(args) -> None:
         print(f"  {kind:10s} {k['refusals']}/{k['prompts']}")
 
 
+def _judged_samples_args(c) -> None:
+    """What `filter` and `dpo-pairs` both read: a manifest, its sampled predictions, where the facts come from."""
+    c.add_argument("manifest")
+    c.add_argument("samples", help="predictions.jsonl of `audior1 eval --n K` on the manifest")
+    c.add_argument("--source", choices=("auto", "meta", "audio"), default="auto")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("mgrd", help="Modality-Grounded Reasoning Distillation: the iterative loop and its "
                               "report (docs/mgrd.md)")
@@ -156,10 +163,8 @@ def register(subparsers) -> None:
     c.set_defaults(func=cmd_select)
     c = sub.add_parser("filter", help="keep or drop every sampled chain (grounding.judge_chain); kept chains as an "
                        "SFT manifest")
-    c.add_argument("manifest")
-    c.add_argument("samples", help="predictions.jsonl of `audior1 eval --n K` on the manifest")
+    _judged_samples_args(c)
     c.add_argument("--out", required=True, metavar="DIR")
-    c.add_argument("--source", choices=("auto", "meta", "audio"), default="auto")
     c.set_defaults(func=cmd_filter)
     c = sub.add_parser("passk", help="k samples per question; keep those with a pass count in the band")
     c.add_argument("manifest")
@@ -178,10 +183,8 @@ def register(subparsers) -> None:
     c.set_defaults(func=cmd_passk)
     c = sub.add_parser("dpo-pairs", help="preference pairs for `audior1 train dpo`: a kept chain against a refusal, "
                        "surrogate or incoherent one of the same prompt")
-    c.add_argument("manifest")
-    c.add_argument("samples", help="predictions.jsonl of `audior1 eval --n K` on the manifest")
+    _judged_samples_args(c)
     c.add_argument("--out", required=True, metavar="PAIRS.jsonl")
-    c.add_argument("--source", choices=("auto", "meta", "audio"), default="auto")
     c.add_argument("--synthetic-refusal", action="store_true",
                    help="where no sample was rejected for a reason, pair the kept chain with a written refusal")
     c.add_argument("--seed", type=int, default=0)

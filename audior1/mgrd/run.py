@@ -42,7 +42,6 @@ class Stage:
     files: dict[str, dict] = field(default_factory=dict)   # YAML files (relative to the stage dir) it reads
     resume_argv: list[str] = field(default_factory=list)   # appended when continuing an interrupted stage
     summary: str | None = None                  # a JSON file (relative to the stage dir) with its counts
-    outputs: dict[str, str] = field(default_factory=dict)  # what later stages use: checkpoint, manifest, ...
     needs: str | None = None                    # a manifest that must hold items for the stage to train ...
     passthrough: tuple[str, str] | None = None  # ... else (previous model, this stage's checkpoint): linked
 
@@ -199,8 +198,7 @@ class Planner:
             d = self.dir(f"{name}-{mode}")
             self.add(Stage(d.name, ["eval", "--bench", "synthetic", "--data", str(self.test), "--model", self.model,
                                     f"--{mode}", "--temperature", "0", "--max-tokens", str(e.max_tokens),
-                                    "--out", str(d), "--no-plots"], summary="summary.json",
-                           outputs={"model": self.model}))
+                                    "--out", str(d), "--no-plots"], summary="summary.json"))
         if e.sampled_k:
             d = self.dir(f"{name}-sampled")
             self.add(Stage(d.name, ["eval", "--bench", "synthetic", "--data", str(self.test), "--model", self.model,

@@ -27,7 +27,7 @@ import torch
 from audior1.data.manifest import read_manifest
 from audior1.train import run as R
 from audior1.train.config import DPOConfig
-from audior1.train.data import Example, build_examples, collate
+from audior1.train.data import DataError, Example, build_examples, collate
 from audior1.train.losses import dpo_loss
 from audior1.train.policy import Policy
 from audior1.train.sft import build_policy, optimizer_step
@@ -113,15 +113,13 @@ def _train(run: R.Run, cfg: DPOConfig) -> dict:
 def _rendered(item: dict, side: str) -> dict:
     c = item.get(side)
     if not isinstance(c, dict) or not isinstance(c.get("reasoning"), str) or c.get("answer") is None:
-        raise ValueError(f"pair {item.get('id')!r}: field {side!r} must be {{\"reasoning\": str, \"answer\": str}}")
+        raise DataError(f"pair {item.get('id')!r}: field {side!r} must be {{\"reasoning\": str, \"answer\": str}}")
     return {**item, "answer": str(c["answer"]), "dpo_cot": c["reasoning"]}
 
 
 def load_pairs(run: R.Run, cfg: DPOConfig) -> list[tuple[Example, Example]]:
     """Every pair as (chosen, rejected) examples of the same prompt; a pair with either side too long or with
     unusable audio is skipped and counted."""
-    from audior1.train.data import DataError
-
     items = [it for path in cfg.pairs for it in read_manifest(path, check_files=False)]
     if not items:
         raise DataError(f"pairs {cfg.pairs}: no pair")
@@ -130,10 +128,7 @@ def load_pairs(run: R.Run, cfg: DPOConfig) -> list[tuple[Example, Example]]:
     skipped = Counter()
     pairs = []
     for it in items:
-        try:
-            sides = [_rendered(it, "chosen"), _rendered(it, "rejected")]
-        except ValueError as e:
-            raise DataError(str(e)) from None
+        sides = [_rendered(it, "chosen"), _rendered(it, "rejected")]
         ex = [build_examples([s], kind, run.tokenizer, run.store, max_len=cfg.max_seq_len, reasoning_field="dpo_cot",
                              skipped=skipped) for s in sides]
         if all(ex):
