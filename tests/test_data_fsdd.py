@@ -111,3 +111,24 @@ def test_speaker_surrogate_guesses_independently(built):
     # digits and sums are read off the transcript: those surrogate chains reach the answer, and say so
     arith = [it for its in built.values() for it in its if it["task"] in ("fsdd_digit", "fsdd_arith")]
     assert all(it["surrogate_answer"] == it["answer"] for it in arith)
+
+
+def test_one_suite_mixes_synthetic_and_fsdd_families(recordings, tmp_path):
+    """`data synth --tasks count_events fsdd_arith --recordings DIR` writes one manifest holding both (what an
+    experiment over both needs); the items equal the ones `data fsdd` writes for the same seed."""
+    from audior1.cli import main
+    from audior1.data import synth
+    from audior1.data.core import DataError
+
+    assert main(["data", "synth", "--out", str(tmp_path / "mix"), "--split", "dev", "--n-per-task", "3",
+                 "--tasks", "count_events", "fsdd_arith", "--recordings", recordings, "--workers", "1"]) == 0
+    items = read_manifest(tmp_path / "mix" / "synth-dev.jsonl")
+    assert [it["task"] for it in items] == ["count_events"] * 3 + ["fsdd_arith"] * 3
+    alone = read_manifest(fsdd.build(recordings, tmp_path / "alone", "dev", 3, tasks=["fsdd_arith"], workers=1,
+                                     log=lambda m: None))
+    strip = lambda it: {k: v for k, v in it.items() if k != "audio"}  # noqa: E731 (absolute paths differ)
+    assert [strip(it) for it in items[3:]] == [strip(it) for it in alone]
+    with pytest.raises(DataError, match="--recordings"):
+        synth.build(tmp_path / "x", "dev", 1, tasks=["fsdd_digit"], workers=1, log=lambda m: None)
+    assert main(["data", "synth", "--out", str(tmp_path / "y"), "--tasks", "fsdd_digit", "--recordings",
+                 str(tmp_path / "nowhere")]) != 0

@@ -62,11 +62,12 @@ def test_the_loop_runs_end_to_end_with_two_iterations(finished_run, capsys):
     run = tmp / "run"
     recs = records(run)
     names = [n.split("-", 1)[1] for n in recs]
-    evals = ["think", "no-think", "sampled", "selfcog"]
+    evals = ["think", "no-think", "sampled", "grounding", "selfcog"]
     assert names == ["data", "eval-items", "selfcog-audit", "init", "cold_start", "text_rl",
                      *[f"eval0-{e}" for e in evals],
                      *[s for t in (1, 2) for s in (f"iter{t}-select", f"iter{t}-sample", f"iter{t}-filter",
-                                                   f"iter{t}-distill", f"iter{t}-dpo-pairs", f"iter{t}-dpo",
+                                                   f"iter{t}-distill", f"iter{t}-distill-selfcog",
+                                                   f"iter{t}-dpo-pairs", f"iter{t}-dpo", f"iter{t}-dpo-selfcog",
                                                    f"iter{t}-passk", f"iter{t}-rl", *[f"eval{t}-{e}" for e in evals])]]
     for name, r in recs.items():
         assert r["finished"] and r["command"].startswith("audior1 ") and len(r["fingerprint"]) == 16, name
@@ -89,7 +90,7 @@ def test_the_loop_runs_end_to_end_with_two_iterations(finished_run, capsys):
     sampled = [r for n, r in recs.items() if n.endswith("-sampled")]
     assert len(sampled) == 3 and all(r["counts"]["k"] == 2 and "majority@2" in r["counts"] for r in sampled)
     selfcog = [r for n, r in recs.items() if n.endswith("-selfcog")]
-    assert len(selfcog) == 3 and all(r["counts"]["prompts"] == 4 for r in selfcog)
+    assert len(selfcog) == 7 and all(r["counts"]["prompts"] == 4 for r in selfcog)
     pairs = next(r for n, r in recs.items() if n.endswith("iter1-dpo-pairs"))
     assert "--synthetic-refusal" in pairs["command"]
 

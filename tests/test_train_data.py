@@ -243,6 +243,34 @@ def test_source_filters(assets):
     qt = load_items(Source(manifest=path, exclude_question_types=["count_numeric"]))
     assert all(it["question_type"] != "count_numeric" for it in qt)
     assert len(load_items(Source(manifest=path, limit=3))) == 3
+    easy = load_items(Source(manifest=path, difficulties=["easy"]))  # a curriculum's first stage
+    assert easy and {it["difficulty"] for it in easy} == {"easy"}
+    both = load_items(Source(manifest=path, difficulties=["easy", "hard"]))
+    assert {it["difficulty"] for it in both} <= {"easy", "hard"} and len(both) > len(easy)
+    with pytest.raises(DataError, match=r"difficulties \['hardest'\] are not among easy, medium, hard"):
+        load_items(Source(manifest=path, difficulties=["hardest"]))
+
+
+def test_no_think_prompt_makes_the_empty_think_block_prompt_not_target(assets, parts):
+    """A direct answer trained as no-think prompts are rendered: the same tokens up to the answer, but the
+    empty think block is prompt, so thinking-mode prompts are left to the reasoning kinds."""
+    from audior1.chat import NO_THINK_PREFILL
+
+    model, processor = parts
+    tok = processor.tokenizer
+    items = load_items(Source(manifest=str(assets / "synth" / "synth-train.jsonl")))[:2]
+    store = AudioStore(processor, None)
+    store.prepare([p for it in items for p in it["audio"]])
+    plain = build_examples(items, "direct", tok, store, max_len=None)
+    masked = build_examples(items, "direct", tok, store, max_len=None, no_think_prompt=True)
+    for a, b, it in zip(plain, masked, items):
+        assert tok.decode(b.input_ids[b.n_prompt:]).startswith(it["answer"])  # the answer is all it learns
+        assert tok.decode(b.input_ids[:b.n_prompt]).endswith(NO_THINK_PREFILL)
+        assert b.n_target < a.n_target
+    # reasoning kinds are untouched
+    cot = build_examples(items, "audio_cot", tok, store, max_len=None)
+    cot_masked = build_examples(items, "audio_cot", tok, store, max_len=None, no_think_prompt=True)
+    assert [e.input_ids for e in cot] == [e.input_ids for e in cot_masked]
 
 
 def test_surrogate_rendering_pairs_the_chain_with_its_own_answer(assets):
@@ -297,11 +325,15 @@ def test_question_type_filters_key_on_task_and_question_type(assets, tmp_path):
 def test_example_configs_load():
     from audior1.train.config import RLConfig
 
+    from audior1.mgrd import reproduce
     from audior1.mgrd.config import MGRDConfig
 
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
     assert configs
     for path in configs:
+        if path.name.startswith("reproduce"):
+            reproduce.load(path)
+            continue
         cls = MGRDConfig if path.name.startswith("mgrd") else RLConfig if path.name.startswith("rl") else SFTConfig
         load_config(cls, path)
 

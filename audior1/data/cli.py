@@ -28,16 +28,26 @@ def cmd_synth(args) -> int:
         return cmd_tasks(args)
     for split in _splits(args.split):
         synth.build(args.out, split, args.n_per_task, args.seed, args.tasks, args.workers, args.speech_cache,
-                    args.manifest if args.split != "all" else None)
+                    args.manifest if args.split != "all" else None, recordings=_fsdd_dir(args.recordings, args.tasks))
     return 0
+
+
+def _fsdd_dir(recordings: str | None, tasks: list[str] | None) -> str | None:
+    """The FSDD recordings directory, checked, where the tasks need it (None where they do not)."""
+    from audior1.data import fsdd
+
+    if tasks is not None and not any(t in fsdd.FAMILIES for t in tasks):
+        return None
+    rec = recordings or DEFAULT_FSDD
+    if not Path(rec).is_dir():
+        raise FileNotFoundError(f"FSDD recordings not found at {rec}; pass --recordings DIR "
+                                "(files named {digit}_{speaker}_{take}.wav)")
+    return str(rec)
 
 
 def cmd_fsdd(args) -> int:
     from audior1.data import fsdd
-    rec = args.recordings or DEFAULT_FSDD
-    if not Path(rec).is_dir():
-        raise FileNotFoundError(f"FSDD recordings not found at {rec}; pass --recordings DIR "
-                                "(files named {digit}_{speaker}_{take}.wav)")
+    rec = _fsdd_dir(args.recordings, None)
     for split in _splits(args.split):
         fsdd.build(rec, args.out, split, args.n_per_task, args.seed, args.tasks, args.workers,
                    args.manifest if args.split != "all" else None)
@@ -162,6 +172,8 @@ def _add_commands(sub) -> None:
     p.add_argument("--workers", type=int, help="processes (default: min(2, cpus))")
     p.add_argument("--speech-cache", help="directory caching espeak-ng output across runs")
     p.add_argument("--manifest", help="manifest file name (default synth-SPLIT.jsonl)")
+    p.add_argument("--recordings", help="FSDD recordings, for FSDD families named in --tasks (fsdd_digit, "
+                   f"fsdd_arith, fsdd_speaker; default: {DEFAULT_FSDD})")
     p.add_argument("--list", action="store_true", help="list the task families and exit")
     p.set_defaults(func=cmd_synth)
 

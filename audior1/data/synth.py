@@ -7,6 +7,7 @@ work is spread over processes in chunks and the output is identical for any numb
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import sys
@@ -111,25 +112,49 @@ def write_items(out: Path, split: str, tasks: list[str], n_per_task: int, seed: 
 
 
 def resolve_tasks(tasks: list[str] | None, warn=print) -> list[str]:
+    """The families to build: synthetic ones and, by name, FSDD ones (`all`: every synthetic family)."""
+    from audior1.data import fsdd
+
     names = list(FAMILIES) if not tasks or tasks == ["all"] else list(tasks)
-    unknown = [t for t in names if t not in FAMILIES]
+    unknown = [t for t in names if t not in FAMILIES and t not in fsdd.FAMILIES]
     if unknown:
-        raise DataError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(FAMILIES)}")
+        raise DataError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join([*FAMILIES, *fsdd.FAMILIES])}")
     if not speech.available():
-        skipped = [t for t in names if FAMILIES[t].needs_speech]
+        skipped = [t for t in names if t in FAMILIES and FAMILIES[t].needs_speech]
         if skipped:
             warn(f"warning: espeak-ng not found, skipping speech families: {', '.join(skipped)} "
                  "(apt-get install espeak-ng)")
-        names = [t for t in names if not FAMILIES[t].needs_speech]
+        names = [t for t in names if t not in skipped]
     return names
+
+
+def make_any(task: str, split: str, seed: int, index: int, recordings: str | None = None):
+    """`make_item` for a synthetic family, `fsdd.make_item` (which needs the recordings) for an FSDD one."""
+    if task in FAMILIES:
+        return make_item(task, split, seed, index)
+    from audior1.data import fsdd
+
+    return fsdd.make_item(task, split, seed, index, recordings)
 
 
 def build(out: str | Path, split: str, n_per_task: int, seed: int = 0, tasks: list[str] | None = None,
           workers: int | None = None, speech_cache: str | Path | None = None, manifest: str | None = None,
-          log=lambda s: print(s, file=sys.stderr)) -> Path:
-    """Generate `n_per_task` items of each task for one split; return the manifest path."""
+          recordings: str | Path | None = None, log=lambda s: print(s, file=sys.stderr)) -> Path:
+    """Generate `n_per_task` items of each task for one split; return the manifest path. FSDD families
+    (`fsdd_digit`, `fsdd_arith`, `fsdd_speaker`) may be named beside the synthetic ones: their clips are cut from
+    the recordings in `recordings`, and one manifest holds both (a mixed suite for one experiment)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     names = resolve_tasks(tasks, warn=log)
-    return write_items(Path(out), split, names, n_per_task, seed, make_item, manifest or f"synth-{split}.jsonl",
+    maker = make_item
+    if any(t not in FAMILIES for t in names):
+        from audior1.data import fsdd
+
+        if recordings is None:
+            raise DataError(f"task(s) {', '.join(t for t in names if t not in FAMILIES)} are cut from the Free "
+                            "Spoken Digit recordings: give their directory (--recordings DIR)")
+        recordings = str(Path(recordings).resolve())
+        fsdd.index(recordings)  # fail early, in the parent, on a wrong directory
+        maker = functools.partial(make_any, recordings=recordings)
+    return write_items(Path(out), split, names, n_per_task, seed, maker, manifest or f"synth-{split}.jsonl",
                        workers, speech_cache, log=log)

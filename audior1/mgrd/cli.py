@@ -1,10 +1,12 @@
-"""`audior1 mgrd run|report` and `audior1 curate select|filter|passk`: thin wrappers over `mgrd.run`,
+"""`audior1 mgrd run|report|reproduce` and `audior1 curate select|filter|passk|bands|…`: thin wrappers over `mgrd.run`,
 `mgrd.report` and `mgrd.curate`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+DEFAULT_REPRODUCE = Path(__file__).resolve().parents[2] / "configs" / "reproduce.yaml"
 
 
 def cmd_run(args) -> None:
@@ -22,6 +24,29 @@ def cmd_run(args) -> None:
     run(cfg, resume=args.resume)
 
 
+def cmd_reproduce(args) -> None:
+    from audior1.mgrd import reproduce
+
+    overrides = list(args.overrides)
+    if args.claims:
+        overrides.append(f"claims=[{','.join(c.strip() for c in args.claims.split(','))}]")
+    if args.seeds:
+        overrides.append(f"seeds=[{','.join(map(str, range(args.seeds)))}]")
+    if args.out:
+        overrides.append(f"out_dir={args.out}")
+    cfg = reproduce.load(args.config, overrides, quick=args.quick)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.report_only:
+        from audior1.mgrd.verdicts import write_reproduction
+
+        print(write_reproduction(cfg))
+        return
+    print(reproduce.run(cfg, resume=args.resume))
+
+
 def cmd_report(args) -> None:
     from audior1.mgrd.report import write_report
 
@@ -32,7 +57,7 @@ def cmd_select(args) -> None:
     from audior1.mgrd.curate import select
 
     s = select(args.manifest, args.out, tasks=args.tasks, question_types=args.question_types, limit=args.limit,
-               seed=args.seed)
+               seed=args.seed, allow_empty=args.allow_empty)
     Path(args.out).with_name("summary.json").write_text(json.dumps(s, indent=1))
     print(f"selected {s['selected']} of {s['of']} items → {args.out}")
 
@@ -75,6 +100,23 @@ def cmd_passk(args) -> None:
     s = passk(manifest, predictions, out, band=(args.band[0], args.band[1]))
     print(f"pass@{s['k']} on {s['items']} items: histogram {s['histogram']}; {s['selected']} with "
           f"{s['band'][0]}–{s['band'][1]} correct → {out / 'selected.jsonl'} (plot: {out / 'passk.png'})")
+
+
+def _band(text: str) -> tuple[int, int]:
+    import argparse
+
+    lo, sep, hi = text.partition("-")
+    if not (sep and lo.isdigit() and hi.isdigit()) or int(lo) > int(hi):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LO-HI pass counts with LO ≤ HI, e.g. 3-6 or 0-0")
+    return int(lo), int(hi)
+
+
+def cmd_bands(args) -> None:
+    from audior1.mgrd.curate import bands
+
+    s = bands(args.manifest, args.samples, args.out, bands=args.bands, seed=args.seed)
+    print(f"{s['size']} questions per band from {s['items']}: " + ", ".join(
+        f"{b} ({v['found']} found)" for b, v in s["bands"].items()) + f" → {args.out}")
 
 
 def cmd_dpo_pairs(args) -> None:
@@ -146,6 +188,21 @@ def register(subparsers) -> None:
     r.add_argument("--served-model", metavar="NAME")
     r.add_argument("--threads", type=int, default=1, help="torch threads for the in-process stages (default 1)")
     r.set_defaults(func=cmd_run)
+    r = sub.add_parser("reproduce", help="test the paper's claims C0-C6 at small scale: the MGRD line and its "
+                       "baselines per seed, verdicts with bootstrap intervals (docs/reproduction.md)",
+                       epilog="Overrides use the YAML key names: mgrd.iterations=3 band_pool=128.")
+    r.add_argument("--config", default=str(DEFAULT_REPRODUCE), metavar="FILE.yaml",
+                   help="default: configs/reproduce.yaml")
+    r.add_argument("overrides", nargs="*", metavar="key=value")
+    r.add_argument("--claims", metavar="C0,C1,...", help="the claims to test (default: all; the MGRD line always runs)")
+    r.add_argument("--seeds", type=int, metavar="N", help="training seeds 0..N-1 (default: the config's)")
+    r.add_argument("--out", metavar="DIR", help="output directory (default: the config's out_dir)")
+    r.add_argument("--quick", action="store_true", help="a CI-sized smoke run (the config's quick: block): checks "
+                   "the mechanics, not the science")
+    r.add_argument("--resume", action="store_true", help="continue: finished stages are skipped")
+    r.add_argument("--report-only", action="store_true", help="only (re)write the verdicts from finished stages")
+    r.add_argument("--threads", type=int, default=1, help="torch threads for the in-process stages (default 1)")
+    r.set_defaults(func=cmd_reproduce)
     r = sub.add_parser("report", help="report.md + plots across the run's iterations")
     r.add_argument("run", metavar="RUN_DIR")
     r.set_defaults(func=cmd_report)
@@ -153,14 +210,23 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("curate", help="MGRD curation steps, usable alone: select, filter, passk, dpo-pairs, "
                               "audio-contribution, self-cognition")
     sub = p.add_subparsers(dest="curate_command", metavar="COMMAND", required=True)
-    c = sub.add_parser("select", help="the questions of a manifest that match task / question-type filters")
-    c.add_argument("manifest")
+    c = sub.add_parser("select", help="the questions of a manifest (or of several, each id once) that match task / "
+                       "question-type filters")
+    c.add_argument("manifest", nargs="+")
     c.add_argument("--out", required=True, metavar="FILE.jsonl")
     c.add_argument("--tasks", nargs="+")
     c.add_argument("--question-types", nargs="+", metavar="TASK:QTYPE")
     c.add_argument("--limit", type=int)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--allow-empty", action="store_true", help="write an empty manifest when nothing matches")
     c.set_defaults(func=cmd_select)
+    c = sub.add_parser("bands", help="RL sets by pass count: one manifest per band, cut to the same size")
+    c.add_argument("manifest")
+    c.add_argument("samples", help="predictions.jsonl of `audior1 eval --n K` on the manifest")
+    c.add_argument("--bands", nargs="+", required=True, metavar="LO-HI", type=_band)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True, metavar="DIR")
+    c.set_defaults(func=cmd_bands)
     c = sub.add_parser("filter", help="keep or drop every sampled chain (grounding.judge_chain); kept chains as an "
                        "SFT manifest")
     _judged_samples_args(c)

@@ -19,6 +19,7 @@ class DataSpec:
     tasks: list[str] = field(default_factory=lambda: ["pitch_compare", "duration_compare", "pitch_and_duration"])
     n_per_task: int = 100
     seed: int = 0
+    recordings: str | None = None  # FSDD recordings, where `tasks` names FSDD families (default: ../shared/data)
 
 
 @dataclass
@@ -68,6 +69,9 @@ class MGRDConfig:
     init_preset: str = "demo"
     seed: int = 0
     data: DataSpec = field(default_factory=DataSpec)
+    # "task:question_type"s held out of direct audio supervision: the cold start's audio-supervised sources
+    # (direct, audio_cot, surrogate, refusal) exclude them; captions and text CoT still teach their parts
+    held_out: list[str] = field(default_factory=list)
     cold_start: dict = field(default_factory=dict)  # SFTConfig keys; `skip: true` to start from `model`
     text_rl: dict = field(default_factory=dict)  # RLConfig keys (PPO, no KL, text prompts); `skip: true`
     iterations: int = 2
@@ -94,6 +98,9 @@ class MGRDConfig:
         for name in ("k", "max_tokens"):
             if getattr(self.sample, name) < 1:
                 problems.append(f"sample.{name} must be ≥ 1")
+        bad = [k for k in self.held_out if ":" not in str(k)]
+        if bad:
+            problems.append(f"held_out: {bad} must be task:question_type keys")
         if self.eval.split not in ("dev", "test"):
             problems.append(f"eval.split must be dev or test, got {self.eval.split!r}")
         bad = [m for m in self.eval.modes if m not in ("think", "no-think")]

@@ -27,14 +27,23 @@ def _keys(item: dict) -> set[str]:
     return {item["task"], f"{item['task']}:{item.get('question_type')}"}
 
 
-def select(manifest: str | Path, out: str | Path, *, tasks: list[str] | None = None,
-           question_types: list[str] | None = None, limit: int | None = None, seed: int = 0) -> dict:
-    """Write the items of `manifest` that match the filters (a seeded random `limit` of them) to `out`."""
-    items = read_manifest(manifest, check_files=False)
+def select(manifest: str | Path | list, out: str | Path, *, tasks: list[str] | None = None,
+           question_types: list[str] | None = None, limit: int | None = None, seed: int = 0,
+           allow_empty: bool = False) -> dict:
+    """Write the items of `manifest` (or the union of several, each id once) that match the filters (a seeded
+    random `limit` of them) to `out`. No match is an error unless `allow_empty` (then `out` is empty)."""
+    manifests = manifest if isinstance(manifest, list) else [manifest]
+    items, seen = [], set()
+    for m in manifests:
+        for it in read_manifest(m, check_files=False) if (not allow_empty or Path(m).stat().st_size) else []:
+            if it["id"] not in seen:
+                seen.add(it["id"])
+                items.append(it)
     keep = [it for it in items if (not tasks or it["task"] in tasks) and
             (not question_types or _keys(it) & set(question_types))]
-    if not keep:
-        raise DataError(f"{manifest}: no item matches tasks={tasks} question_types={question_types}")
+    if not keep and not allow_empty:
+        raise DataError(f"{', '.join(map(str, manifests))}: no item matches tasks={tasks} "
+                        f"question_types={question_types}")
     if limit is not None and limit < len(keep):
         keep = sorted(random.Random(seed).sample(keep, limit), key=lambda it: it["id"])
     write_manifest(out, keep)
@@ -109,6 +118,28 @@ def passk(manifest: str | Path, predictions: str | Path, out_dir: str | Path, *,
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     (out_dir / "pass_counts.json").write_text(json.dumps(counts, indent=1))
     _histogram_png(histogram, band, out_dir / "passk.png")
+    return summary
+
+
+def bands(manifest: str | Path, predictions: str | Path, out_dir: str | Path, *, bands: list[tuple[int, int]],
+          seed: int = 0) -> dict:
+    """One manifest per pass-count band (`band-LO-HI.jsonl`), all cut to the size of the smallest by a seeded
+    draw: RL data sets that differ in difficulty only (the paper's [3, 6] of 8 against never-solved questions)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = {it["id"]: it for it in read_manifest(manifest, check_files=False)}
+    counts = {i: sum(r["scores"].get("exact", 0.0) == 1.0 for r in rows) for i, rows in load_samples(predictions).items()}
+    unknown = sorted(set(counts) - set(items))
+    if unknown:
+        raise DataError(f"{predictions}: ids not in {manifest}: {', '.join(unknown[:5])}")
+    found = {(lo, hi): [i for i in sorted(counts) if lo <= counts[i] <= hi] for lo, hi in bands}
+    n = min(len(ids) for ids in found.values())
+    summary = {"items": len(counts), "size": n, "bands": {}}
+    for (lo, hi), ids in found.items():
+        chosen = sorted(random.Random(seed).sample(ids, n))
+        write_manifest(out_dir / f"band-{lo}-{hi}.jsonl", [items[i] for i in chosen])
+        summary["bands"][f"{lo}-{hi}"] = {"found": len(ids), "kept": n}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 

@@ -28,11 +28,11 @@ def _pct(x) -> str:
 
 def write_report(run: Path) -> Path:
     records = _records(run)
-    evals = [r for r in records if re.search(r"-eval\d+-(think|no-think|sampled|selfcog)$", r["name"])
+    evals = [r for r in records if re.search(r"-eval\d+-(think|no-think|sampled|grounding|selfcog)$", r["name"])
              and r.get("finished")]
     rounds: dict[str, dict] = {}
     for r in evals:
-        m = re.search(r"eval(\d+)-(think|no-think|sampled|selfcog)$", r["name"])
+        m = re.search(r"eval(\d+)-(think|no-think|sampled|grounding|selfcog)$", r["name"])
         rounds.setdefault(m[1], {})[m[2]] = r["counts"]
     lines = [f"# MGRD run {run}", "", "## Test accuracy after each round (greedy)", "",
              "| round | thinking | not thinking | reasoning tokens (thinking) |", "|---|---|---|---|"]
@@ -43,14 +43,17 @@ def write_report(run: Path) -> Path:
         lines.append(f"| {name} | {_pct(th.get('accuracy'))} | {_pct(no.get('accuracy'))} | "
                      f"{'—' if rt is None else f'{rt:.0f}'} |")
     if any("sampled" in modes or "selfcog" in modes for modes in rounds.values()):
-        lines += ["", "Sampled (thinking) and self-cognition:", "",
-                  "| round | sampled pass@1 (mean of k) | majority@k | self-cognition errors |", "|---|---|---|---|"]
+        lines += ["", "Sampled (thinking), the grounding filter on those samples, and self-cognition:", "",
+                  "| round | sampled pass@1 (mean of k) | majority@k | own chains kept by the filter | grounding score "
+                  "| self-cognition errors |", "|---|---|---|---|---|---|"]
         for t, modes in sorted(rounds.items(), key=lambda kv: int(kv[0])):
-            sm, sc = modes.get("sampled", {}), modes.get("selfcog", {})
+            sm, sc, gr = modes.get("sampled", {}), modes.get("selfcog", {}), modes.get("grounding", {})
             k = sm.get("k")
             errors = f"{sc['refusals']}/{sc['prompts']} ({_pct(sc.get('rate'))}%)" if sc else "—"
-            lines.append(f"| {t} | {_pct(sm.get('accuracy'))} | {_pct(sm.get(f'majority@{k}'))} (k = {k}) | {errors} |"
-                         if sm else f"| {t} | — | — | {errors} |")
+            kept = f"{gr['kept']}/{gr['samples']} ({_pct(gr.get('keep_rate'))}%)" if gr else "—"
+            score = "—" if gr.get("grounding_score") is None else f"{gr['grounding_score']:.3f}"
+            sampled = f"{_pct(sm.get('accuracy'))} | {_pct(sm.get(f'majority@{k}'))} (k = {k})" if sm else "— | —"
+            lines.append(f"| {t} | {sampled} | {kept} | {score} | {errors} |")
     keys = sorted({k for modes in rounds.values() for m, c in modes.items() if m in ("think", "no-think")
                    for k in (c.get("breakdown") or {})})
     if keys:

@@ -58,6 +58,7 @@ class Planner:
         self.train = self.data / "synth-train.jsonl"
         self.test = self.data / f"synth-{cfg.eval.split}.jsonl"  # the evaluated split (dev while deciding designs)
         self.model = cfg.model
+        self.marks: dict[str, str] = {}  # named models and manifests of the plan, for the stages that branch off
 
     def dir(self, name: str) -> Path:
         return self.root / STAGES_DIR / f"{len(self.stages):02d}-{name}"
@@ -69,7 +70,8 @@ class Planner:
     def plan(self) -> list[Stage]:
         c = self.cfg
         self.add(Stage("00-data", ["data", "synth", "--out", str(self.data), "--split", "all", "--n-per-task",
-                                   str(c.data.n_per_task), "--seed", str(c.data.seed), "--tasks", *c.data.tasks]))
+                                   str(c.data.n_per_task), "--seed", str(c.data.seed), "--tasks", *c.data.tasks,
+                                   *_opt("--recordings", c.data.recordings)]))
         if c.eval.limit:  # a seeded subset of the evaluated split, the same for every round
             d = self.dir("eval-items")
             self.add(Stage(d.name, ["curate", "select", str(self.test), "--out", str(d / "selected.jsonl"),
@@ -77,23 +79,30 @@ class Planner:
             self.test = d / "selected.jsonl"
         if c.eval.self_cognition:
             d = self.dir("selfcog-audit")
-            self.audit = str(d / "audit.jsonl")
+            self.audit_set = str(d / "audit.jsonl")
             split = self.data / f"synth-{c.eval.split}.jsonl"
-            self.add(Stage(d.name, ["data", "self-cognition", "--from", str(split), "--out", self.audit, "--n",
+            self.add(Stage(d.name, ["data", "self-cognition", "--from", str(split), "--out", self.audit_set, "--n",
                                     str(c.eval.self_cognition), "--seed", str(c.seed)]))
         if self.model is None:
             d = self.dir("init")
             self.add(Stage(d.name, ["init", "--preset", c.init_preset, str(d / "model"), "--seed", str(c.seed)]))
             self.model = str(d / "model")
         if not c.cold_start.get("skip"):
-            self.sft("cold_start", self.cold_start_data(), c.cold_start)
+            data = c.cold_start.get("data") or self.cold_start_data()
+            self.sft("cold_start", [self.hold_out(s) for s in data],
+                     {k: v for k, v in c.cold_start.items() if k != "data"})
         if not c.text_rl.get("skip"):
             self.rl_stage("text_rl", [{"manifest": str(self.train), "kind": "text", "reward": "text"}], c.text_rl,
                           defaults={"algo": "ppo", "kl_coef": 0.0, "eval_kind": "text"})
+        self.marks["cold_start"] = self.model
         self.evaluate("eval0")
         for t in range(1, c.iterations + 1):
             self.iteration(t)
         return self.stages
+
+    def marks_after_plan(self) -> dict[str, str]:
+        self.plan()
+        return self.marks
 
     def cold_start_data(self) -> list[dict]:
         train = str(self.train)
@@ -101,6 +110,13 @@ class Planner:
                 {"manifest": train, "kind": "direct", "weight": 1.0},
                 {"manifest": train, "kind": "caption", "weight": 0.3},
                 {"manifest": train, "kind": "audio_cot", "weight": 0.1, "reasoning_field": "text_cot"}]
+
+    def hold_out(self, source: dict) -> dict:
+        """A cold-start source with the held-out question types excluded, where it supervises audio answers."""
+        if not self.cfg.held_out or source.get("kind", "direct") not in ("direct", "audio_cot", "surrogate", "refusal"):
+            return source
+        return {**source, "exclude_question_types": sorted({*(source.get("exclude_question_types") or []),
+                                                            *self.cfg.held_out})}
 
     def iteration(self, t: int) -> None:
         c = self.cfg
@@ -115,20 +131,26 @@ class Planner:
                                 str(c.sample.k), "--temperature", str(c.sample.temperature), "--max-tokens",
                                 str(c.sample.max_tokens), "--seed", str(c.seed + t), "--out", str(d), "--no-plots"],
                        summary="summary.json"))
+        self.marks[f"iter{t}-pool"] = pool
         d = self.dir(f"iter{t}-filter")
         kept = d / "kept.jsonl"
+        self.marks[f"iter{t}-kept"] = str(kept)
         self.add(Stage(d.name, ["curate", "filter", pool, str(samples), "--out", str(d), "--source", c.filter_source],
                        summary="summary.json"))
         self.sft(f"iter{t}-distill", [{"manifest": str(kept), "kind": "audio_cot", "weight": 1.0,
                                        "reasoning_field": "mgrd_cot"},
                                       {"manifest": str(self.train), "kind": "text_cot", "weight": 0.5}], c.distill,
                  needs=str(kept))
+        self.marks[f"iter{t}-distill"] = self.model
+        self.audit(f"iter{t}-distill")
         if not c.dpo.get("skip"):
             d = self.dir(f"iter{t}-dpo-pairs")
             pairs = str(d / "pairs.jsonl")
             self.add(Stage(d.name, ["curate", "dpo-pairs", pool, str(samples), "--out", pairs, "--source",
                                     c.filter_source, "--synthetic-refusal", "--seed", str(c.seed + t)]))
             self.dpo_stage(f"iter{t}-dpo", pairs, c.dpo)
+            self.audit(f"iter{t}-dpo")
+        self.marks[f"iter{t}-distilled"] = self.model  # distilled (and DPO-tuned): what RL starts from
         if not c.rl.get("skip"):
             d = self.dir(f"iter{t}-passk")
             selected = str(d / "selected.jsonl")
@@ -136,6 +158,7 @@ class Planner:
                                     "--band", *map(str, c.passk.band), "--temperature", str(c.passk.temperature),
                                     "--max-tokens", str(c.sample.max_tokens), *_opt("--limit", c.passk.limit),
                                     "--seed", str(c.seed + 100 + t), "--out", str(d)], summary="summary.json"))
+            self.marks[f"iter{t}-passk-pool"] = str(d / "pool.jsonl") if c.passk.limit else str(self.train)
             self.rl_stage(f"iter{t}-rl", [{"manifest": selected, "kind": "audio", "reward": "audio", "weight": 1.0},
                                           {"manifest": str(self.train), "kind": "text", "reward": "text",
                                            "weight": 0.5}], c.rl, defaults={"algo": "ppo", "kl_coef": 0.0},
@@ -192,23 +215,37 @@ class Planner:
                        passthrough=(self.model, final)))
         self.model = final
 
-    def evaluate(self, name: str) -> None:
+    def evaluate(self, name: str, modes: list[str] | None = None) -> None:
+        """Greedy accuracy per mode; with `sampled_k`, k samples per item and the grounding filter's verdict on
+        them (the share of the model's own chains it keeps); with `self_cognition`, the audit. Naming `modes`
+        asks for those greedy evaluations only."""
         e = self.cfg.eval
-        for mode in e.modes:
+        for mode in modes or e.modes:
             d = self.dir(f"{name}-{mode}")
             self.add(Stage(d.name, ["eval", "--bench", "synthetic", "--data", str(self.test), "--model", self.model,
                                     f"--{mode}", "--temperature", "0", "--max-tokens", str(e.max_tokens),
                                     "--out", str(d), "--no-plots"], summary="summary.json"))
+        if modes:
+            return
         if e.sampled_k:
             d = self.dir(f"{name}-sampled")
             self.add(Stage(d.name, ["eval", "--bench", "synthetic", "--data", str(self.test), "--model", self.model,
                                     "--n", str(e.sampled_k), "--temperature", str(e.sampled_temperature),
                                     "--max-tokens", str(e.max_tokens), "--seed", str(self.cfg.seed), "--out", str(d),
                                     "--no-plots"], summary="summary.json"))
+            samples = d / "predictions.jsonl"
+            d = self.dir(f"{name}-grounding")
+            self.add(Stage(d.name, ["curate", "filter", str(self.test), str(samples), "--out", str(d), "--source",
+                                    self.cfg.filter_source], summary="summary.json"))
+        self.audit(name)
+
+    def audit(self, name: str) -> None:
+        """The self-cognition audit of the current model (when the config asks for one)."""
+        e = self.cfg.eval
         if e.self_cognition:
             d = self.dir(f"{name}-selfcog")
-            self.add(Stage(d.name, ["curate", "self-cognition", self.audit, "--model", self.model, "--max-tokens",
-                                    str(e.max_tokens), "--out", str(d)], summary="summary.json"))
+            self.add(Stage(d.name, ["curate", "self-cognition", self.audit_set, "--model", self.model,
+                                    "--max-tokens", str(e.max_tokens), "--out", str(d)], summary="summary.json"))
 
 
 def _opt(flag: str, value) -> list[str]:
@@ -247,11 +284,11 @@ def _inputs(argv: list[str]) -> dict[str, str]:
     return {a: _sha(Path(a)) for a in argv if a.endswith(".jsonl") and Path(a).is_file()}
 
 
-def run(cfg: MGRDConfig, *, resume: bool = False, log=print) -> list[dict]:
-    """Run (or resume) the plan; return every stage's record."""
+def run(cfg: MGRDConfig, *, resume: bool = False, log=print, planner: Planner | None = None) -> list[dict]:
+    """Run (or resume) the plan (`planner`'s, default the MGRD loop's); return every stage's record."""
     import audior1.cli
 
-    stages = Planner(cfg).plan()
+    stages = (planner or Planner(cfg)).plan()
     root = Path(cfg.out_dir)
     stage_root = root / STAGES_DIR
     if stage_root.exists() and any(stage_root.iterdir()) and not resume:

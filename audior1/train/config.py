@@ -62,6 +62,10 @@ class Source:
     tasks: list[str] | None = None  # keep only these families (None: all)
     question_types: list[str] | None = None  # keep only these "task:question_type"s (plain: if unambiguous)
     exclude_question_types: list[str] | None = None  # hold these "task:question_type"s out
+    difficulties: list[str] | None = None  # keep only these difficulties (easy / medium / hard; a curriculum)
+    # answers without reasoning (direct, caption) prompted as `think=False` is: the empty think block is prompt,
+    # not target, so thinking-mode prompts are left to the reasoning kinds (the model then reasons when asked to)
+    no_think_prompt: bool = False
     reasoning_field: str = "text_cot"  # audio_cot / text_cot: where the chain comes from
     limit: int | None = None  # first N items after filtering
     reward: str | None = None  # RL: reward function name (default: "audio" for audio, "text" for text)
@@ -344,8 +348,10 @@ def _raise(problems: list[str]) -> None:
 
 # ---- YAML + overrides → dataclasses ------------------------------------------------------------
 
-def load_config(cls, path: str | Path | None = None, overrides: list[str] | None = None, **fixed):
-    """Read `path` (YAML), apply `key=value` overrides and `fixed` values, build and validate `cls`."""
+def load_config(cls, path: str | Path | None = None, overrides: list[str] | None = None, *, layer: str | None = None,
+                **fixed):
+    """Read `path` (YAML), apply `key=value` overrides and `fixed` values, build and validate `cls`. With
+    `layer`, the file's mapping under that key is merged over the file first (e.g. `quick:`, a smaller run)."""
     raw: dict = {}
     if path is not None:
         path = Path(path)
@@ -357,6 +363,10 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | None
             raise ConfigError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    if layer is not None:
+        if not isinstance(raw.get(layer) or {}, dict):
+            raise ConfigError(f"{path}: {layer}: expected a mapping of this file's keys")
+        raw = deep_merge(raw, raw.get(layer) or {})
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -364,6 +374,14 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | None
         _set_path(raw, key.strip().split("."), yaml.safe_load(value) if value.strip() else None, item)
     raw.update({k: v for k, v in fixed.items() if v is not None})
     return from_dict(cls, raw, str(path) if path else "config").validate()
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`base` with `over`'s values in place: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _set_path(node, keys: list[str], value, item: str) -> None:

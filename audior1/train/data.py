@@ -41,7 +41,7 @@ from safetensors.torch import save_file
 from audior1 import audio as audio_lib
 from audior1.chat import THINK_PREFILL, encode_prompt, format_target, mcq_prompt
 from audior1.config import IGNORE_INDEX
-from audior1.data.core import DataError  # unusable training data: one error type for all data
+from audior1.data.core import DIFFICULTIES, DataError  # unusable training data: one error type for all data
 from audior1.data.manifest import read_manifest
 from audior1.processor import collate_mels
 from audior1.train.config import Source
@@ -50,7 +50,7 @@ from audior1.train.config import Source
 # ---- items and renderings -----------------------------------------------------------------------
 
 def load_items(source: Source, check_files: bool = False) -> list[dict]:
-    """A source's manifest items after its task / question-type filters and limit. Question types are
+    """A source's manifest items after its task / question-type / difficulty filters and limit. Question types are
     matched as (task, question type) pairs: see `question_type_pairs`."""
     items = read_manifest(source.manifest, check_files=check_files)
     if source.tasks is not None:
@@ -61,6 +61,12 @@ def load_items(source: Source, check_files: bool = False) -> list[dict]:
             continue
         pairs = question_type_pairs(keys, items, f"data source {source.manifest}: {name}")
         items = [it for it in items if ((it["task"], it["question_type"]) in pairs) == keep]
+    if source.difficulties is not None:
+        unknown = sorted(set(source.difficulties) - set(DIFFICULTIES))
+        if unknown:
+            raise DataError(f"data source {source.manifest}: difficulties {unknown} are not among "
+                            f"{', '.join(DIFFICULTIES)}")
+        items = [it for it in items if it.get("difficulty") in source.difficulties]
     if source.limit is not None:
         items = items[: source.limit]
     return items
@@ -99,7 +105,7 @@ def empty_source_error(source: Source, items: list[dict], what: str, skip_reason
     manifest, or every item they matched was skipped (`skip_reasons` says for what)."""
     filters = ", ".join(f"{k} {v}" for k, v in (("tasks", source.tasks), ("question_types", source.question_types),
                                                     ("exclude_question_types", source.exclude_question_types),
-                                                    ("limit", source.limit)) if v is not None)
+                                                    ("difficulties", source.difficulties), ("limit", source.limit)) if v is not None)
     why = (f"no item of the manifest passes its filters ({filters or 'none'})" if not items else
            f"all {len(items)} items were skipped ({skip_reasons}: see the 'skipped' line of the log)")
     return DataError(f"data source {source.manifest} as {source.kind}: no usable {what}: {why}")
@@ -375,15 +381,17 @@ class Example:
         return len(self.input_ids) - self.n_prompt - len(self.no_loss)
 
 
-def prompt_ids(tokenizer, text: str, clips: list[Clip]) -> list[int]:
+def prompt_ids(tokenizer, text: str, clips: list[Clip], think: bool = True) -> list[int]:
     parts = [{"type": "audio", "num_tokens": list(c.num_tokens)} for c in clips]
-    return encode_prompt(tokenizer, user_message(text, parts), think=True)
+    return encode_prompt(tokenizer, user_message(text, parts), think=think)
 
 
 def build_examples(items: list[dict], kind: str, tokenizer, store: AudioStore, *, max_len: int | None,
                    caption_prompt: str = "Describe the audio in detail.", reasoning_field: str = "text_cot",
-                   skipped: Counter | None = None) -> list[Example]:
-    """Render, tokenise and attach clips; items that cannot be used are counted in `skipped`."""
+                   skipped: Counter | None = None, no_think_prompt: bool = False) -> list[Example]:
+    """Render, tokenise and attach clips; items that cannot be used are counted in `skipped`. With
+    `no_think_prompt`, an example without reasoning is prompted as `think=False` prompts are (the empty, closed
+    think block is prompt, not target): it teaches the answer, not to skip reasoning when asked to think."""
     skipped = skipped if skipped is not None else Counter()
     out = []
     for item in items:
@@ -396,9 +404,14 @@ def build_examples(items: list[dict], kind: str, tokenizer, store: AudioStore, *
         if any(c is None for c in clips):
             skipped["bad audio"] += 1
             continue
-        ids = prompt_ids(tokenizer, text, clips)
-        n_prompt = len(ids)
-        ids = ids + tokenizer.encode(target_text(reasoning, answer)) + [tokenizer.eot_id]
+        if no_think_prompt and not reasoning:
+            ids = prompt_ids(tokenizer, text, clips, think=False)
+            n_prompt = len(ids)
+            ids = ids + tokenizer.encode(answer) + [tokenizer.eot_id]
+        else:
+            ids = prompt_ids(tokenizer, text, clips)
+            n_prompt = len(ids)
+            ids = ids + tokenizer.encode(target_text(reasoning, answer)) + [tokenizer.eot_id]
         if max_len is not None and len(ids) > max_len:
             skipped["longer than max_seq_len"] += 1
             continue

@@ -117,7 +117,8 @@ def load_data(run: R.Run, cfg: SFTConfig) -> SFTExamples:
     R.prepare_audio(run, [p for items in items_per_source for it in items for p in it["audio"]], "train")
     for s, items in zip(cfg.data, items_per_source):
         ex = build_examples(items, s.kind, run.tokenizer, run.store, max_len=cfg.max_seq_len,
-                            caption_prompt=cfg.caption_prompt, reasoning_field=s.reasoning_field, skipped=skipped)
+                            caption_prompt=cfg.caption_prompt, reasoning_field=s.reasoning_field, skipped=skipped,
+                            no_think_prompt=s.no_think_prompt)
         sources.append(ex)
         run.log.info(f"source {s.manifest} as {s.kind} (weight {s.weight:g}): {len(ex)} examples from "
                      f"{len(items)} items, {sum(len(e) for e in ex) / max(1, len(ex)):.0f} tokens on average")
