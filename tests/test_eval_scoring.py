@@ -7,7 +7,8 @@ import pytest
 
 from audior1.eval import benchmarks, extract, report
 from audior1.eval.items import EvalItem
-from audior1.eval.scoring import mmsu_letter, parse_score, parse_verdict, token_set_match
+from audior1.eval.official import mmsu_script_letter, token_set_match
+from audior1.eval.scoring import mmsu_letter, parse_score, parse_verdict
 
 FIX = Path(__file__).parent / "fixtures" / "eval"
 FILES = {"mmau": ["mmau.json"], "mmar": ["mmar.json"], "mmsu": ["mmsu.jsonl"],
@@ -27,7 +28,7 @@ def test_fixture_case(case):
     mod = benchmarks.get(case["bench"])
     item = load(case["bench"])[case["id"]]
     ex = extract.post_think(case["output"])
-    scores, _ = mod.score(item, ex.answer)
+    scores, _ = mod.score(item, ex.answer, given_answer=ex.given)
     assert ex.parseable == case["parseable"]
     assert scores == case["expect"], case["note"]
 
@@ -42,11 +43,13 @@ def test_token_set_rule_as_written():
     assert token_set_match("a dog barking", "a dog barking", choices)    # 'a' is in A, so not in W
 
 
-def test_mmsu_letter_rule():
+def test_mmsu_strict_letter_rule():
+    """`strict`'s character test (ours): the item's letters only, an empty answer parsed (and wrong)."""
     assert mmsu_letter("C") == ("C", True)
     assert mmsu_letter(" The answer is\nA. ") == ("A", True)            # newlines removed, second-to-last
     assert mmsu_letter("") == ("", True)
     assert mmsu_letter("cough") == (None, False)
+    assert mmsu_letter("C", n_choices=2) == (None, False)              # the script would read C (A-D always)
 
 
 @pytest.mark.parametrize("reply, verdict", [
@@ -78,37 +81,41 @@ class StubJudge:
 def test_big_bench_audio_judge_scoring():
     mod, items = benchmarks.get("big_bench_audio"), load("big_bench_audio")
     judge = StubJudge(["CORRECT", "INCORRECT", "Correct."])
-    scores, details = mod.score(items["2"], "7", judge)
+    scores, details = mod.score(items["2"], "7", judge, given_answer="7")
     assert scores == {"judge": pytest.approx(2 / 3)} and details["verdicts"] == ["CORRECT", "INCORRECT", "CORRECT"]
     assert judge.calls[0]["candidate_answer"] == "7" and judge.calls[0]["official_answer"] == "7"
-    scores, details = mod.score(items["2"], "7", StubJudge(["INCORRECT"] * 3))
+    scores, details = mod.score(items["2"], "7", StubJudge(["INCORRECT"] * 3), given_answer="7")
     assert scores == {"judge": 0.0}
-    scores, details = mod.score(items["2"], "7", StubJudge(["I think it is CORRECT"] * 3))
+    scores, details = mod.score(items["2"], "7", StubJudge(["I think it is CORRECT"] * 3), given_answer="7")
     assert scores == {"judge": 0.0} and details["judge_invalid"] == 3
     lazy = StubJudge(["CORRECT"] * 3)
-    assert mod.score(items["2"], None, lazy)[0] == {"judge": 0.0} and not lazy.calls   # unparseable: no judge call
+    assert mod.score(items["2"], None, lazy, given_answer=None)[0] == {"judge": 0.0}
+    assert not lazy.calls                                                             # unparseable: no judge call
 
 
 def test_wild_speech_judge_scoring():
     mod, items = benchmarks.get("wild_speech"), load("wild_speech")
     item = items["a1b2c3:original"]
     judge = StubJudge(["analysis\nScore: 8"])
-    scores, details = mod.score(item, "Try overnight oats.", judge)
+    scores, details = mod.score(item, "Try overnight oats.", judge, given_answer="Try overnight oats.")
     assert scores == {"judge": pytest.approx(0.8)}
     assert "Suggests at least one breakfast" in judge.calls[0]["checklist"]
     assert "Correctness is essential" in judge.calls[0]["checklist"]               # general + per-query
-    assert mod.score(item, None, judge)[0] == {"judge": pytest.approx(0.1)}        # no answer scores 1
-    assert mod.score(item, "x", StubJudge(["no score"]))[0] == {"judge": None}       # unreadable: excluded
+    assert mod.score(item, None, judge, given_answer=None)[0] == {"judge": pytest.approx(0.1)}   # no answer: 1
+    assert mod.score(item, "x", StubJudge(["no score"]), given_answer="x")[0] == {"judge": None}  # unreadable
 
 
 def test_synthetic_scoring():
     mod, items = benchmarks.get("synthetic"), load("synthetic")
-    assert mod.score(items["pitch-0001"], "A")[0] == {"exact": 1.0, "normalised": 1.0, "official-raw": 0.0}
-    assert mod.score(items["count-0002"], "There were 3 beeps.")[0] == {"exact": 1.0}
-    assert mod.score(items["count-0002"], "three")[0] == {"exact": 0.0}
-    assert mod.score(items["loudness-0003"], "The high beep.")[0] == {"exact": 1.0, "normalised": 1.0,
-                                                                       "official-raw": 1.0}
-    assert mod.score(items["loudness-0003"], "A")[0] == {"exact": 0.0, "normalised": 0.0, "official-raw": 0.0}
+
+    def score(item_id, answer):                          # an answer without wrappers: as given = as stripped
+        return mod.score(items[item_id], answer, given_answer=answer)[0]
+
+    assert score("pitch-0001", "A") == {"exact": 1.0, "normalised": 1.0, "official-raw": 0.0}
+    assert score("count-0002", "There were 3 beeps.") == {"exact": 1.0}
+    assert score("count-0002", "three") == {"exact": 0.0}
+    assert score("loudness-0003", "The high beep.") == {"exact": 1.0, "normalised": 1.0, "official-raw": 1.0}
+    assert score("loudness-0003", "A") == {"exact": 0.0, "normalised": 0.0, "official-raw": 0.0}
 
 
 def _records(item_ids, answers_by_sample, scores_by_answer):
@@ -142,7 +149,7 @@ def test_mmsu_official_drops_and_counts():
     mod, items = benchmarks.get("mmsu"), load("mmsu")
     recs = []
     for i, (item_id, ans) in enumerate([("vocalsound_0001", "C"), ("emotion_0002", "not sure")]):
-        scores, _ = mod.score(items[item_id], ans)
+        scores, _ = mod.score(items[item_id], ans, given_answer=ans)
         recs.append({"id": item_id, "sample": 0, "answer": ans, "parseable": True, "n_think_close": 1,
                      "scores": scores, "reasoning": "", "latency_s": 0.0, "details": {}})
     s = report.summarize(mod, [items["vocalsound_0001"], items["emotion_0002"]], recs, {"sampling": {"n": 1}})
@@ -173,15 +180,20 @@ SOLO = EvalItem("solo", [], "Solo voice", ["Call and response", "Solo voice"])
 def test_official_raw_scores_the_answer_as_given(bench, output, normalised, raw):
     ex = extract.post_think(output)
     given = output.split("</think>", 1)[1].strip() if ex.parseable else None    # the text after the block
-    scores, _ = benchmarks.get(bench).score(SOLO, ex.answer, given_answer=given)
+    assert ex.given == given
+    scores, _ = benchmarks.get(bench).score(SOLO, ex.answer, given_answer=ex.given)
     assert (scores["normalised"], scores["official-raw"]) == (normalised, raw)
 
 
-def test_official_raw_without_the_given_answer_uses_the_answer():
-    """Callers that only have post_think's answer (training rewards, older callers) keep the old meaning."""
-    assert benchmarks.get("mmau").score(SOLO, "Solo voice")[0] == {"normalised": 1.0, "official-raw": 1.0}
-    assert benchmarks.get("mmau").score(SOLO, None, given_answer="Solo voice")[0] == {"normalised": 0.0,
-                                                                                       "official-raw": 0.0}
+def test_official_columns_read_only_the_given_answer():
+    """The official column reads `given_answer` and nothing else: a caller cannot leave it out (it would
+    otherwise fall back on an already-normalised answer), and the stripped `answer` never leaks into it."""
+    mmau = benchmarks.get("mmau")
+    with pytest.raises(TypeError, match="given_answer"):
+        mmau.score(SOLO, "Solo voice")
+    assert mmau.score(SOLO, "Solo voice", given_answer="<answer>B</answer>")[0] == {"normalised": 1.0,
+                                                                                     "official-raw": 0.0}
+    assert mmau.score(SOLO, None, given_answer=None)[0] == {"normalised": 0.0, "official-raw": 0.0}
 
 
 @pytest.mark.parametrize("answer, normalised, raw", [
@@ -197,34 +209,35 @@ def test_official_raw_without_the_given_answer_uses_the_answer():
     ("the answer is a dog barking.", 1.0, 1.0),       # text: P = {the, answer, is, a, dog, barking}
 ])
 def test_normalised_reads_answer_statements(answer, normalised, raw):
-    scores, _ = benchmarks.get("mmau").score(DOG, answer)
+    scores, _ = benchmarks.get("mmau").score(DOG, answer, given_answer=answer)
     assert (scores["normalised"], scores["official-raw"]) == (normalised, raw)
 
 
 @pytest.mark.parametrize("statement", ["The answer is A.", "The answer is B.", "The correct answer is C.",
                                        "The answer is D!"])
 def test_normalised_and_mmsu_official_read_statements_alike(statement):
-    """MMSU's official rule reads the second-to-last character of "The answer is A."; the normalised reading
-    takes the same letter from the same statements."""
+    """MMSU's script reads the second-to-last character of "The answer is A."; the normalised reading takes
+    the same letter from the same statements."""
     index, how = extract.option_index(statement, ["laugh", "burp", "cough", "yawn"])
-    assert how == "answer_phrase" and mmsu_letter(statement) == ("ABCD"[index], True)
+    assert how == "answer_phrase" and mmsu_script_letter(statement) == ("ABCD"[index], "read")
 
 
-@pytest.mark.parametrize("answer, official_alone, scores", [
-    # "(C)." ends in ")." : no letter first or second-to-last → the official rule alone drops the row.
-    ("The answer is (C).", (None, False), {"strict": 1.0, "official": 1.0}),
-    # "Answer: C." starts with "A": the official rule alone reads A (laugh, wrong).
-    ("Answer: C.", ("A", True), {"strict": 1.0, "official": 1.0}),
-    # "answer: C" : 'a' is lower case and the second-to-last is ' ' → dropped by the rule alone.
-    ("answer: C", (None, False), {"strict": 1.0, "official": 1.0}),
-    ("The answer is A.", ("A", True), {"strict": 0.0, "official": 0.0}),
+@pytest.mark.parametrize("answer, script_reads, scores", [
+    # "(C)." ends in ")." : no letter first or second-to-last → the script skips the row (None).
+    ("The answer is (C).", (None, "dropped"), {"strict": 1.0, "official": None}),
+    # "Answer: C." starts with "A": the script reads A (laugh, wrong).
+    ("Answer: C.", ("A", "read"), {"strict": 1.0, "official": 0.0}),
+    # "answer: C" : 'a' is lower case and the second-to-last is ' ' → skipped.
+    ("answer: C", (None, "dropped"), {"strict": 1.0, "official": None}),
+    ("The answer is A.", ("A", "read"), {"strict": 0.0, "official": 0.0}),
 ])
-def test_mmsu_normalises_statements_before_the_official_rule(answer, official_alone, scores):
-    """The MMSU protocol turns the answer into a bare letter first, so each statement is read as the letter
-    it names (C = cough, the right option), not by where the official rule happens to find a capital."""
+def test_mmsu_strict_reads_statements_the_official_column_does_not(answer, script_reads, scores):
+    """`strict` (ours) turns the answer into a bare letter first, so each statement is read as the letter it
+    names (C = cough, the right option); `official` reads the characters where the script does. (Until issue
+    18 `official` also read the bare letter, which made it more generous than the script.)"""
     item = load("mmsu")["vocalsound_0001"]
-    assert mmsu_letter(answer) == official_alone
-    assert benchmarks.get("mmsu").score(item, answer)[0] == scores
+    assert mmsu_script_letter(answer) == script_reads
+    assert benchmarks.get("mmsu").score(item, answer, given_answer=answer)[0] == scores
 
 
 def test_letter_followed_by_option_text_matches_whole_words_longest_first():

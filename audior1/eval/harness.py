@@ -75,6 +75,7 @@ def run_config(bench: ModuleType, backend: Backend, sampling: Sampling, *, data_
         "template_sha256": sha256_text(template),
         "extractors": extract.versions(*bench.EXTRACTORS),
         "scorers": list(bench.SCORERS),
+        "columns": dict(bench.COLUMNS),         # what each scorer is: the report's headline says it
         "judge": judge.describe() if judge else None,
         "judge_model": judge.model if judge else None,
         "judge_prompt_sha256": judge.prompt_sha256 if judge else None,

@@ -10,6 +10,8 @@ Design choices:
 - A breakdown field may join record fields with ":" ("task:question_type"): its groups are the value
   combinations ("count_events:count_mc"), for names that are only unique together (question types are named
   within a task, and `count_mc` belongs to three).
+- The headline table says what each column is (the benchmark's `COLUMNS`, recorded in run.json): a benchmark
+  script's own verdict (`official…`) or our reading, so a reader never takes one for the other.
 - Fractions in JSON, percentages with one decimal in tables. Plots use matplotlib's Agg backend, imported
   only when a plot is drawn.
 """
@@ -135,6 +137,15 @@ def pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
 
 
+def official_note(scorers: list[str]) -> str:
+    """The headline's key: which columns are a benchmark script's verdict and which are ours."""
+    if any(s.startswith("official") for s in scorers):
+        return ("Columns named official… are a benchmark script's own verdict on the post-think answer exactly as "
+                "written; the others are our readings (docs/eval.md, \"Official columns\").")
+    return ("No column here is an official script's verdict: all are our readings (docs/eval.md, "
+            "\"Official columns\").")
+
+
 def markdown(summary: dict) -> str:
     model = summary["model"]
     who = model.get("served_model") or model.get("path") or model.get("model_dir") or "?"
@@ -143,16 +154,18 @@ def markdown(summary: dict) -> str:
     lines = [f"# {summary['benchmark']} — {who} ({summary['sampling']['mode']}"
              + (f", think budget {budget}" if budget is not None else "") + ")", ""]
     metric = summary.get("metric", "accuracy")
-    head = ["scorer", "pass@1" + ("" if metric == "accuracy" else f" ({metric})"), "n", "excluded"]
+    columns = summary.get("columns") or {}              # absent in summaries written before it was recorded
+    head = ["scorer", "pass@1" + ("" if metric == "accuracy" else f" ({metric})"), "n", "excluded", "what it is"]
     if k > 1:
         head.insert(2, f"majority@{k}")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scorer, m in summary["metrics"].items():
         row = [scorer + (" (primary)" if scorer == summary["primary"] else ""), pct(m["pass@1"]), str(m["n"]),
-               str(m["excluded"])]
+               str(m["excluded"]), columns.get(scorer, "").replace("|", "/")]
         if k > 1:
             row.insert(2, pct(m.get(f"majority@{k}")))
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", official_note(list(summary["metrics"]))]
     c, rt = summary["counts"], summary["reasoning_tokens"]
     lines += ["", f"Items {c['items']} × {k} sample(s); no prediction (counted wrong) {c['no_prediction']}; "
                   f"unparseable (no `</think>`, counted wrong) {c['unparseable']}; more than one `</think>` "

@@ -1,4 +1,7 @@
-"""Matching rules, written exactly as docs/eval.md (Protocols) states them; one function per rule, no hidden state.
+"""Our own matching rules (the forgiving readings, the judges' reply parsing), written as docs/eval.md states them.
+
+The benchmarks' official rules live in `official.py`; the readings here apply or extend them after our own
+answer extraction and are reported under their own names (`normalised`, `strict`, `number`, `judge`).
 
 Conventions shared by every scorer (the harness relies on them):
 - A scorer returns 1.0 / 0.0 (or a judge score scaled to [0, 1]), or None when the official rule *drops*
@@ -11,44 +14,17 @@ from __future__ import annotations
 import re
 
 from audior1.eval.extract import letters, normalise_number
+from audior1.eval.official import token_set_match, tokens  # noqa: F401 - `normalised` applies the official rule
 
 # ---------------------------------------------------------------------------------------------------------
-# MMAU / MMAR: the official token-set rule
-# ---------------------------------------------------------------------------------------------------------
-
-
-def tokens(s: str) -> set[str]:
-    """tok(s): the set of lowercase \\b\\w+\\b tokens."""
-    return set(re.findall(r"\b\w+\b", s.lower()))
-
-
-def token_set_match(prediction: str | None, answer: str, choices: list[str]) -> bool:
-    """correct ⇔ A ⊆ P and P ∩ W = ∅, where W = ⋃ over choices c with tok(c) ≠ A of (tok(c) − A).
-
-    An empty prediction is wrong. Duplicate choices and stray whitespace need no special case: a duplicate of
-    the answer has tok(c) = A and is skipped, whitespace never makes a token.
-    """
-    if prediction is None:
-        return False
-    p, a = tokens(prediction), tokens(answer)
-    if not p:
-        return False
-    wrong = set()
-    for c in choices:
-        tc = tokens(c)
-        if tc != a:
-            wrong |= tc - a
-    return a <= p and not (p & wrong)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# MMSU: first character, else second-to-last character
+# MMSU "strict": our reading of the script's letter test
 # ---------------------------------------------------------------------------------------------------------
 
 
 def mmsu_letter(prediction: str | None, n_choices: int = 4) -> tuple[str | None, bool]:
-    """The official letter rule: (letter, parsed). Strip, remove newlines; first character in A–D, else the
-    second-to-last (for "The answer is A."), else unparsed. Empty → ("", True): a parsed, wrong answer."""
+    """(letter, parsed) by the script's character test, limited to the item's options: strip, remove newlines;
+    the first character if it is an option letter, else the second-to-last ("The answer is A."), else
+    unparsed. Empty → ("", True): a parsed, wrong answer (the script would reuse the previous row's letter)."""
     valid = letters(n_choices)
     s = (prediction or "").strip().replace("\n", "")
     if not s:
@@ -60,15 +36,14 @@ def mmsu_letter(prediction: str | None, n_choices: int = 4) -> tuple[str | None,
     return None, False
 
 
-def mmsu_match(prediction: str | None, answer: str, choices: list[str], *, strict: bool) -> float | None:
-    """official (strict=False): unparsed rows return None (dropped from the denominator, as the official
-    script does). strict: unparsed rows are wrong. No answer at all (None) is wrong in both."""
+def mmsu_strict(prediction: str | None, answer: str, choices: list[str]) -> float:
+    """`strict`: the letter `mmsu_letter` reads names the right option; no answer, an empty or an unparsed
+    one is wrong (never dropped). The caller has already turned the answer into a bare letter where it names
+    an option (`extract.bare_letter`)."""
     if prediction is None:
         return 0.0
     letter, parsed = mmsu_letter(prediction, len(choices))
-    if not parsed:
-        return 0.0 if strict else None
-    if not letter:
+    if not parsed or not letter:
         return 0.0
     return float(choices[letters(len(choices)).index(letter)] == answer)
 

@@ -4,6 +4,9 @@ Record: {category, official_answer, file_name, id}; file_name is relative to the
 ships with the data; an optional `question` (or `transcript`) field is passed to the judge when present.
 The judge sees only the post-think answer; it must reply exactly CORRECT or INCORRECT; 3 runs are averaged;
 an unparseable model output is INCORRECT without asking the judge.
+No official column: Big Bench Audio publishes an evaluator prompt (huggingface/blog big-bench-audio-release.md),
+no script, and its judge model and reply parsing are not part of what is published, so "judge" is our reading
+(docs/eval.md); `--judge-prompt` runs the published prompt instead of ours.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from audior1.eval.scoring import parse_verdict
 
 NAME = "big_bench_audio"
 BREAKDOWN = ("category",)
-SCORERS = ("judge",)
+COLUMNS = {"judge": "ours: an LLM judge with our prompt on the post-think answer (wrappers stripped), mean of 3 "
+                    "runs; the benchmark publishes a prompt, no script"}
+SCORERS = tuple(COLUMNS)
 EXTRACTORS = (extract.post_think,)
 SAMPLING: dict = {}
 # Step-Audio-R1's released instruction (audio first, then this text): answer only with "valid"/"invalid",
@@ -46,7 +51,8 @@ def load(path: str | Path, *, audio_root: str | Path | None = None, template: st
     return items
 
 
-def score(item: EvalItem, answer: str | None, judge=None, *, given_answer: str | None = None) -> tuple[dict, dict]:
+def score(item: EvalItem, answer: str | None, judge=None, *, given_answer: str | None) -> tuple[dict, dict]:
+    """`given_answer` is unused: there is no official column."""
     if answer is None or not answer.strip():
         return {"judge": 0.0}, {"verdicts": [], "judge_skipped": "no answer"}
     if judge is None:

@@ -7,23 +7,31 @@ from pathlib import Path
 from audior1.eval.extract import option_index, option_text
 from audior1.eval.items import (Checker, EvalItem, audio_part, check_unique_ids, mc_text, read_records, resolve_audio,
                                 text_part, user)
-from audior1.eval.scoring import token_set_match, tokens
+from audior1.eval.official import script_input, token_set_match, tokens
 
 
-def token_set_scores(item: EvalItem, answer: str | None, given_answer: str | None = None) -> tuple[dict, dict]:
-    """The official token-set rule, unchanged, on two readings of one output (docs/eval.md, MMAU / MMAR):
+def token_set_columns(script: str) -> dict[str, str]:
+    """The two columns of a token-set benchmark and what each is (the report's headline), `script` naming the
+    official script whose string_match the raw column runs."""
+    return {
+        "normalised": "ours: a letter or answer statement (\"B\", \"(B)\", \"The answer is B.\") read as the option "
+                      "it names, wrappers stripped, then the token-set rule",
+        "official-raw": f"official: string_match of {script} on the post-think answer exactly as written",
+    }
 
-    - "normalised": `answer` (post_think's: wrappers such as `<RESPONSE>…</RESPONSE>` stripped), and a letter
-      or an answer statement ("B", "(B)", "B. text", "The answer is B.", "Answer: B") mapped to its option text;
-    - "official-raw": the answer exactly as the model gave it, `given_answer` (the text after the think block,
-      wrappers and all); callers that only have the stripped answer leave it None and `answer` is used.
 
-    No answer (`answer` None: no `</think>`) → wrong in both."""
+def token_set_scores(item: EvalItem, answer: str | None, given_answer: str | None) -> tuple[dict, dict]:
+    """The token-set rule (`official.token_set_match`, unchanged) on two readings of one output (docs/eval.md):
+
+    - "normalised" (ours): `answer` (post_think's: wrappers such as `<RESPONSE>…</RESPONSE>` stripped), with a
+      letter or an answer statement ("B", "(B)", "B. text", "The answer is B.", "Answer: B") mapped to its
+      option text; no answer (None) is wrong;
+    - "official-raw": what the script is given, `script_input(given_answer)`: the post-think answer exactly as
+      the model wrote it, "" when the think block never closed (wrong: no token)."""
     normalised = option_text(answer, item.choices)
     _, how = option_index(answer, item.choices)
-    raw = None if answer is None else (answer if given_answer is None else given_answer)
     return ({"normalised": float(token_set_match(normalised, item.answer, item.choices)),
-             "official-raw": float(token_set_match(raw, item.answer, item.choices))},
+             "official-raw": float(token_set_match(script_input(given_answer), item.answer, item.choices))},
             {"normalised_answer": normalised, "matched_by": how})
 
 

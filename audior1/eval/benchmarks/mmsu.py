@@ -1,25 +1,35 @@
-"""MMSU (5000 items, 47 sub-tasks). The official letter rule, after normalising the answer to a bare letter.
+"""MMSU (5000 items, 47 sub-tasks). Two columns:
+
+- "strict" (ours, the headline): the answer read as the option it names (`extract.bare_letter`: "cough",
+  "Answer: C", "(C)" are C), then the script's first / second-to-last character test; unreadable = wrong;
+- "official": the script (`official.mmsu_official`) on the post-think answer exactly as written, with its
+  quirks: "Answer: C" is A (its first character), "cough" and "(C)" are skipped and leave the denominator
+  (counted in `excluded`), an empty answer is counted wrong (the script would reuse the previous row's letter).
 
 Record: id, audio (relative to the data file), question, choice_a … choice_d, answer_gt (option text),
 task_name, category, sub-category, …
-Scorers: "strict" (unparsed = wrong; our headline) and "official" (unparsed rows dropped from the denominator,
-as the official script does: it inflates accuracy, the drop count is reported).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from audior1.eval import extract
+from audior1.eval import extract, official
 from audior1.eval.benchmarks.common import str_fields
 from audior1.eval.items import (MC_TEMPLATE, Checker, EvalItem, audio_part, check_unique_ids, mc_text, read_records,
                                 resolve_audio, text_part, user)
-from audior1.eval.scoring import mmsu_letter, mmsu_match
+from audior1.eval.scoring import mmsu_letter, mmsu_strict
 
 NAME = "mmsu"
 BREAKDOWN = ("category", "sub-category", "task_name")
-SCORERS = ("strict", "official")
-EXTRACTORS = (extract.post_think, extract.bare_letter)
+COLUMNS = {
+    "strict": "ours: the answer read as the option it names (\"cough\", \"Answer: C\", \"(C)\" are C), then the "
+              "first / second-to-last character test; unreadable = wrong",
+    "official": f"official: {official.MMSU} on the post-think answer exactly as written; rows it skips are "
+                "excluded",
+}
+SCORERS = tuple(COLUMNS)
+EXTRACTORS = (extract.post_think, extract.bare_letter, official.mmsu_script_letter)
 SAMPLING: dict = {}
 TEMPLATE = MC_TEMPLATE
 JUDGE = None
@@ -48,12 +58,14 @@ def load(path: str | Path, *, audio_root: str | Path | None = None, template: st
     return items
 
 
-def score(item: EvalItem, answer: str | None, judge=None, *, given_answer: str | None = None) -> tuple[dict, dict]:
+def score(item: EvalItem, answer: str | None, judge=None, *, given_answer: str | None) -> tuple[dict, dict]:
     letter_answer = extract.bare_letter(answer, item.choices)
     letter, parsed = mmsu_letter(letter_answer, len(item.choices)) if answer is not None else (None, False)
-    return ({"strict": mmsu_match(letter_answer, item.answer, item.choices, strict=True),
-             "official": mmsu_match(letter_answer, item.answer, item.choices, strict=False)},
-            {"letter": letter, "letter_parsed": parsed})
+    response = official.script_input(given_answer)                      # what the script reads, untouched
+    script_letter, read = official.mmsu_script_letter(response)
+    return ({"strict": mmsu_strict(letter_answer, item.answer, item.choices),
+             "official": official.mmsu_official(response, item.answer, item.choices)},
+            {"letter": letter, "letter_parsed": parsed, "official_letter": script_letter, "official_read": read})
 
 
 def answer_key(item: EvalItem, answer: str | None) -> str | None:

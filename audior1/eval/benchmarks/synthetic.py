@@ -4,7 +4,8 @@ Record (JSONL, validated by `read_manifest`): id, audio (list of paths relative 
 choices (list or null), answer (option text, or a number string when choices is null), task, question_type,
 category, difficulty, meta. The prompt is the question (with the multiple-choice instruction and options when
 there are choices) followed by the audio clips in order. Scorers: "exact" (the answer names exactly the right
-option, or the right number), plus for choices the MMAU token-set rule ("normalised", "official-raw").
+option, or the right number), plus for choices the MMAU token-set rule ("normalised", "official-raw": MMAU's
+script's verdict on the answer as written; our manifests have no script of their own).
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from audior1.data.manifest import ManifestError, read_manifest
-from audior1.eval import extract
-from audior1.eval.benchmarks.common import str_fields, token_set_key, token_set_scores
+from audior1.eval import extract, official
+from audior1.eval.benchmarks.common import str_fields, token_set_columns, token_set_key, token_set_scores
 from audior1.eval.items import (MC_TEMPLATE, EvalItem, SchemaError, audio_part, mc_text, text_part, user)
 
 NAME = "synthetic"
 # Question types are named within a task (`count_mc` is one of three tasks'), so they are broken down as
 # (task, question type) pairs: "count_events:count_mc".
 BREAKDOWN = ("task", "task:question_type", "category", "difficulty")
-SCORERS = ("exact", "normalised", "official-raw")
+COLUMNS = {"exact": "ours: the answer names exactly the right option (by its text or letter) or the right number",
+           **token_set_columns(official.MMAU + ", our manifests having no script of their own")}
+SCORERS = tuple(COLUMNS)
 EXTRACTORS = (extract.post_think, extract.option_text, extract.number)
 SAMPLING: dict = {}
 TEMPLATE = MC_TEMPLATE
@@ -49,7 +52,7 @@ def load(path: str | Path, *, audio_root: str | Path | None = None, template: st
     return items
 
 
-def score(item: EvalItem, answer: str | None, judge=None, *, given_answer: str | None = None) -> tuple[dict, dict]:
+def score(item: EvalItem, answer: str | None, judge=None, *, given_answer: str | None) -> tuple[dict, dict]:
     if item.choices:
         scores, details = token_set_scores(item, answer, given_answer)
         i, _ = extract.option_index(answer, item.choices)
@@ -65,7 +68,7 @@ def is_correct(completion: str, answer: str, choices: list[str] | None = None) -
     post = extract.post_think(completion, think=True)
     if post.answer is None:
         return False
-    scores, _ = score(EvalItem("", [], answer, choices or None), post.answer)
+    scores, _ = score(EvalItem("", [], answer, choices or None), post.answer, given_answer=post.given)
     return scores["exact"] == 1.0
 
 

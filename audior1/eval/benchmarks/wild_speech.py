@@ -8,6 +8,9 @@ its last `Score: N` line is the score. Reported as mean × 10 (the paper's scale
 path judges the Whisper transcript of the model's *speech* output; a text-output model is judged on its
 post-think text. No answer (unparseable) scores 1 without a judge call; an unreadable judge reply is
 excluded from the mean and counted.
+No official column: the official judge (Tencent/WildSpeech-Bench tools/api_judge.py) scores a transcript of
+speech output with its own prompt and gpt-4o-mini, which a text-output model cannot reproduce; "judge" is our
+reading (docs/eval.md).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from audior1.eval.scoring import parse_score
 
 NAME = "wild_speech"
 BREAKDOWN = ("category",)
-SCORERS = ("judge",)
+COLUMNS = {"judge": "ours: an LLM judge's 1-10 score ×10 with our prompt on the post-think answer; the official "
+                    "judge scores a transcript of speech output"}
+SCORERS = tuple(COLUMNS)
 METRIC = "mean score ×10"                               # judge scores 1–10 stored as score/10
 EXTRACTORS = (extract.post_think,)
 SAMPLING: dict = {}
@@ -61,7 +66,8 @@ def load(path: str | Path, *, audio_root: str | Path | None = None, template: st
     return items
 
 
-def score(item: EvalItem, answer: str | None, judge=None, *, given_answer: str | None = None) -> tuple[dict, dict]:
+def score(item: EvalItem, answer: str | None, judge=None, *, given_answer: str | None) -> tuple[dict, dict]:
+    """`given_answer` is unused: there is no official column."""
     if answer is None or not answer.strip():
         return {"judge": 0.1}, {"judge_scores": [1.0], "judge_skipped": "no answer"}
     if judge is None:
