@@ -67,14 +67,23 @@ def test_the_plan_branches_every_arm_off_the_line(tmp_path):
         assert held == ({"fsdd_arith:sum", "high_low_count:count_high"}
                         if src["kind"] in ("direct", "audio_cot", "refusal") else set()), src
     # perception first: trained once, without the held-out types' direct answers; every seed starts from it
-    perception = reproduce.Planner(cfg.perception_config())
-    pstages = {st.name.split("-", 1)[1]: st for st in perception.plan()}
+    cfg.perception["phases"] = [{"difficulties": ["easy"], "max_steps": 4}, {"max_steps": 6}]
+    first, second = cfg.perception_configs()
+    pstages = {st.name.split("-", 1)[1]: st for st in reproduce.Planner(first).plan()}
     assert list(pstages) == ["data", "eval-items", "init", "cold_start", "eval0-no-think"]
-    pdata = next(iter(pstages["cold_start"].files.values()))["data"]
-    assert [(src["kind"], set(src.get("exclude_question_types") or [])) for src in pdata] == [
-        ("direct", {"fsdd_arith:sum", "high_low_count:count_high"}), ("caption", set())]
-    assert files("cold_start")["model"] == perception.marks["cold_start"] == cfg.seed_config(0).model
+    pdata = next(iter(pstages["cold_start"].files.values()))
+    assert pdata["max_steps"] == 4 and [(src["kind"], src["difficulties"], set(src.get("exclude_question_types") or []))
+                                        for src in pdata["data"]] == [
+        ("direct", ["easy"], {"fsdd_arith:sum", "high_low_count:count_high"}), ("caption", ["easy"], set())]
+    later = reproduce.Planner(second)
+    assert second.model == reproduce.Planner(first).marks_after_plan()["cold_start"]
+    assert second.cold_start["max_steps"] == 6 and "difficulties" not in second.cold_start["data"][0]
+    planner = reproduce.ReproducePlanner(cfg.seed_config(0), cfg)
+    stages = {s.name.split("-", 1)[1]: s for s in planner.plan()}
+    assert files("cold_start")["model"] == later.marks_after_plan()["cold_start"] == cfg.seed_config(0).model
     assert "init" not in stages
+    with pytest.raises(Exception, match="perception.phases"):
+        reproduce.load(CONFIG, ["perception.phases=oops"]).perception_configs()
     final_cold = planner.marks["cold_start"]
     assert files("a-rl")["model"] == final_cold and files("b-sft")["model"] == final_cold
     assert files("c5-sft-grounded")["model"] == files("c5-sft-surrogate")["model"] == final_cold
@@ -167,8 +176,9 @@ def test_quick_reproduce_writes_every_artefact_and_resumes(shared_data, tmp_path
         assert f"| {claim} | {v['verdict']} |" in md
     for plot in ("accuracy_per_round", "keep_rate_per_round", "c3_reasoning_length", "c4_reward", "self_cognition"):
         assert (out / f"{plot}.png").is_file() and f"]({plot}.png)" in md
-    assert (out / "perception" / "plan.txt").is_file() and "| perception (once) |" in md
-    assert "## The parts: direct accuracy (not thinking) per family and difficulty, perception → cold start" in md
+    assert (out / "perception" / "phase-1" / "plan.txt").is_file() and "| perception phase-1 (once) |" in md
+    assert ("## The parts: direct accuracy (not thinking) per family and difficulty, perception phase-1 → "
+            "perception phase-2 → cold start → round 2") in md
     assert "## The parts" in md and "## One chain before and after MGRD" in md and "One seed" in md
     capsys.readouterr()
     assert main(["mgrd", "reproduce", "--quick", "--out", str(out), "--resume"]) == 0

@@ -50,7 +50,9 @@ class ReproduceConfig:
     mgrd: dict = field(default_factory=dict)      # MGRDConfig keys (out_dir and seed are set per seed)
     # SFTConfig keys of a perception stage trained once, before every seed's cold start (the paper's model was
     # pretrained on audio at scale before post-training): direct answers and captions, held-out types excluded;
-    # its direct accuracy per family and difficulty is reported as "the parts". `skip: true` to start from init.
+    # its direct accuracy per family and difficulty is reported as "the parts". `phases:` a curriculum, each
+    # phase a mapping of keys over the rest (`difficulties` filters every source) trained from the one before.
+    # `skip: true` to start every seed from init.
     perception: dict = field(default_factory=lambda: {"skip": True})
     anomaly: dict = field(default_factory=dict)   # RLConfig keys for baseline (a) (default: the line's rl)
     labels: dict = field(default_factory=dict)    # SFTConfig keys for baseline (b) (default: the line's distill)
@@ -81,21 +83,36 @@ class ReproduceConfig:
             raise ConfigError("mgrd.iterations must be ≥ 1: the claims compare the MGRD line after distillation")
         return cfg
 
-    def perception_config(self) -> MGRDConfig:
-        """The perception stage as an MGRD run with no iteration: data → init → SFT → greedy no-think eval."""
+    def perception_configs(self) -> list[MGRDConfig]:
+        """The perception stage's phases, each an MGRD run with no iteration (data → SFT → greedy no-think
+        eval) in OUT/perception/phase-N, starting from the previous phase's checkpoint (the first from init)."""
         from audior1.train.config import from_dict
 
         base = copy.deepcopy(self.mgrd)
-        raw = {k: base[k] for k in ("init_preset", "data", "held_out", "eval") if k in base}
-        raw["eval"] = {**raw.get("eval", {}), "modes": ["no-think"], "sampled_k": 0, "self_cognition": 0}
-        raw.update(out_dir=str(Path(self.out_dir) / "perception"), seed=0, iterations=0, text_rl={"skip": True},
-                   cold_start={k: v for k, v in self.perception.items() if k != "skip"})
-        return from_dict(MGRDConfig, raw, "perception").validate()
+        recipe = {k: v for k, v in self.perception.items() if k not in ("skip", "phases")}
+        phases = self.perception.get("phases") or [{}]
+        if not isinstance(phases, list) or not all(isinstance(p, dict) for p in phases):
+            raise ConfigError(f"perception.phases: expected a list of mappings, got {phases!r}")
+        out, model = [], None
+        for n, phase in enumerate(phases, 1):
+            phase = dict(phase)
+            levels = phase.pop("difficulties", None)
+            cold = {**recipe, **phase}
+            if levels is not None:
+                cold["data"] = [{**src, "difficulties": levels} for src in cold.get("data") or []]
+            raw = {k: base[k] for k in ("init_preset", "data", "held_out", "eval") if k in base}
+            raw["eval"] = {**raw.get("eval", {}), "modes": ["no-think"], "sampled_k": 0, "self_cognition": 0}
+            raw.update(out_dir=str(Path(self.out_dir) / "perception" / f"phase-{n}"), seed=0, iterations=0,
+                       model=model, text_rl={"skip": True}, cold_start=cold)
+            cfg = from_dict(MGRDConfig, raw, f"perception.phases[{n - 1}]").validate()
+            out.append(cfg)
+            model = Planner(cfg).marks_after_plan()["cold_start"]
+        return out
 
 
 def perception_checkpoint(rcfg: ReproduceConfig) -> str:
-    """Where the perception stage's final checkpoint is (or will be)."""
-    return Planner(rcfg.perception_config()).marks_after_plan()["cold_start"]
+    """Where the perception stage's last phase leaves its checkpoint (or will)."""
+    return Planner(rcfg.perception_configs()[-1]).marks_after_plan()["cold_start"]
 
 
 def load(path: str | Path, overrides: list[str] | None = None, *, quick: bool = False) -> ReproduceConfig:
@@ -229,8 +246,9 @@ def run(rcfg: ReproduceConfig, *, resume: bool = False, log=print) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(_plain(rcfg), sort_keys=False))
     if not rcfg.perception.get("skip"):
-        log(f"\n=== perception stage (once, for every seed): {Path(rcfg.out_dir) / 'perception'} ===")
-        loop.run(rcfg.perception_config(), resume=resume, log=log)
+        for cfg in rcfg.perception_configs():
+            log(f"\n=== perception stage (once, for every seed): {cfg.out_dir} ===")
+            loop.run(cfg, resume=resume, log=log)
     for seed in rcfg.seeds:
         cfg = rcfg.seed_config(seed)
         log(f"\n=== seed {seed}: {cfg.out_dir} ===")

@@ -42,6 +42,11 @@ def stage_dirs(seed_dir: Path) -> dict[str, Path]:
     return out
 
 
+def perception_phases(out: Path) -> list[Path]:
+    """The perception stage's phase directories (OUT/perception/phase-N), in order."""
+    return sorted((out / "perception").glob("phase-*"), key=lambda d: int(d.name.split("-")[1]))
+
+
 @dataclass
 class ItemRow:
     task: str
@@ -345,8 +350,8 @@ def _parts(s: Seeds, out: Path) -> list[str]:
     """Per-family direct accuracy (not thinking) per difficulty: the perception stage (when it ran), the cold
     start and the final round: the parts every composition is built from."""
     T = s.last_round()
-    perception = stage_dirs(out / "perception").get("eval0-no-think")
-    stages = ([("perception", [eval_items(perception)])] if perception else []) + [
+    phases = [(d.name, stage_dirs(d).get("eval0-no-think")) for d in perception_phases(out)]
+    stages = [(f"perception {name}", [eval_items(d)]) for name, d in phases if d] + [
         ("cold start", s.evals("eval0-no-think")), (f"round {T}", s.evals(f"eval{T}-no-think"))]
     arrow = " → ".join(name for name, _ in stages)
     lines = [f"## The parts: direct accuracy (not thinking) per family and difficulty, {arrow}", "",
@@ -390,8 +395,9 @@ def _walls(s: Seeds, out: Path) -> list[str]:
         return sum(json.loads((d / "stage.json").read_text()).get("wall_s") or 0 for d in dirs.values()) / 60
 
     lines = ["| run | stages | wall time (min) |", "|---|---|---|"]
-    if perception := stage_dirs(out / "perception"):
-        lines.append(f"| perception (once) | {len(perception)} | {minutes(perception):.1f} |")
+    for phase in perception_phases(out):
+        if dirs := stage_dirs(phase):
+            lines.append(f"| perception {phase.name} (once) | {len(dirs)} | {minutes(dirs):.1f} |")
     for seed in s.seeds:
         lines.append(f"| seed {seed} | {len(s.dirs[seed])} | {minutes(s.dirs[seed]):.1f} |")
     return lines
