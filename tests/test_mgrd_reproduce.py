@@ -61,10 +61,11 @@ def test_the_plan_branches_every_arm_off_the_line(tmp_path):
     stages = {s.name.split("-", 1)[1]: s for s in planner.plan()}
     files = lambda name: next(iter(stages[name].files.values()))  # noqa: E731
     cold = files("cold_start")
+    assert len(cfg.mgrd["held_out"]) == 2
     # held-out types get no direct / audio-CoT supervision, captions and text CoT keep them
     for src in cold["data"]:
         held = set(src.get("exclude_question_types") or [])
-        assert held == ({"fsdd_arith:sum", "high_low_count:count_high"}
+        assert held == (set(cfg.mgrd["held_out"])
                         if src["kind"] in ("direct", "audio_cot", "refusal") else set()), src
     # perception first: trained once, without the held-out types' direct answers; every seed starts from it
     cfg.perception["phases"] = [{"difficulties": ["easy"], "max_steps": 4}, {"max_steps": 6}]
@@ -74,7 +75,7 @@ def test_the_plan_branches_every_arm_off_the_line(tmp_path):
     pdata = next(iter(pstages["cold_start"].files.values()))
     assert pdata["max_steps"] == 4 and [(src["kind"], src["difficulties"], set(src.get("exclude_question_types") or []))
                                         for src in pdata["data"]] == [
-        ("direct", ["easy"], {"fsdd_arith:sum", "high_low_count:count_high"}), ("caption", ["easy"], set())]
+        ("direct", ["easy"], set(cfg.mgrd["held_out"])), ("caption", ["easy"], set())]
     later = reproduce.Planner(second)
     assert second.model == reproduce.Planner(first).marks_after_plan()["cold_start"]
     assert second.cold_start["max_steps"] == 6 and "difficulties" not in second.cold_start["data"][0]
