@@ -78,14 +78,19 @@ def eval_items(d: Path) -> dict[str, ItemRow]:
     return out
 
 
-def grounding_items(d: Path) -> tuple[dict[str, float], dict[str, float]]:
-    """Per item of a `curate filter` run: the share of its samples kept, and their mean grounding score."""
-    kept, score = defaultdict(list), defaultdict(list)
+KEEP, SCORE, REFUSAL = 0, 1, 2  # what `grounding_items` returns, in order
+
+
+def grounding_items(d: Path) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Per item of a `curate filter` run: the share of its samples kept, their mean grounding score, and the
+    share of its samples whose chain claims the model cannot hear (the filter's `refusal` reason)."""
+    kept, score, refused = defaultdict(list), defaultdict(list), defaultdict(list)
     for line in (d / "verdicts.jsonl").read_text().splitlines():
         v = json.loads(line)
         kept[v["id"]].append(float(v["keep"]))
         score[v["id"]].append(float(v["score"]))
-    return {i: float(np.mean(k)) for i, k in kept.items()}, {i: float(np.mean(s)) for i, s in score.items()}
+        refused[v["id"]].append(float("refusal" in v["reasons"]))
+    return tuple({i: float(np.mean(x)) for i, x in per.items()} for per in (kept, score, refused))
 
 
 def refusals(d: Path) -> dict[str, float]:
@@ -203,7 +208,7 @@ class Seeds:
     def values(self, stage: str, attr: str = "correct") -> list[dict[str, float]]:
         return [{i: getattr(r, attr) for i, r in rows.items()} for rows in self.evals(stage)]
 
-    def grounding(self, stage: str, which: int = 0) -> list[dict[str, float]]:
+    def grounding(self, stage: str, which: int = KEEP) -> list[dict[str, float]]:
         return [grounding_items(self.dirs[s][stage])[which] for s in self.seeds if stage in self.dirs[s]]
 
     def refusals(self, stage: str) -> list[dict[str, float]]:
@@ -246,10 +251,12 @@ def claims(s: Seeds, held_out: list[str], traps: list[str], margin: float) -> di
                  Check("held-out hard: MGRD thinking − (b) labels only, not thinking",
                       _eff(s, f"{fin}-think", "b-eval-no-think", g["held-out hard"]), margin)]
     if s.has("eval0-grounding") and s.has(f"{fin}-grounding"):
-        keep = paired(s.grounding(f"{fin}-grounding"), s.grounding("eval0-grounding"))
-        score = paired(s.grounding(f"{fin}-grounding", 1), s.grounding("eval0-grounding", 1))
+        keep = paired(s.grounding(f"{fin}-grounding", KEEP), s.grounding("eval0-grounding", KEEP))
+        score = paired(s.grounding(f"{fin}-grounding", SCORE), s.grounding("eval0-grounding", SCORE))
     else:
         keep = score = None
+    refused = (paired(s.grounding("eval0-grounding", REFUSAL), s.grounding("eval1-grounding", REFUSAL))
+               if s.has("eval0-grounding") and s.has("eval1-grounding") else None)
     out["C2"] = [Check(f"filter keep share of own chains: round {T} − cold start", keep, margin),
                  Check(f"grounding score: round {T} − cold start", score, margin),
                  Check(f"held-out accuracy (thinking): round {T} − cold start",
@@ -265,7 +272,11 @@ def claims(s: Seeds, held_out: list[str], traps: list[str], margin: float) -> di
     out["C6"] = [Check("self-cognition errors: cold start − after distillation",
                       _ref(s, "eval0-selfcog", f"{first}-distill-selfcog"), 0.0),
                  Check("self-cognition errors: after distillation − after DPO",
-                      _ref(s, f"{first}-distill-selfcog", f"{first}-dpo-selfcog"), 0.0)]
+                      _ref(s, f"{first}-distill-selfcog", f"{first}-dpo-selfcog"), 0.0),
+                 # the same error inside the model's own chains on the test questions ("I cannot hear the
+                 # audio, so I can only guess"), where the open audit prompts may show none
+                 Check("own chains claiming not to hear (sampled, test questions): cold start − round 1",
+                       refused, 0.0)]
     return out
 
 
