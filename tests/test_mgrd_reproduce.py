@@ -85,6 +85,11 @@ def test_the_plan_branches_every_arm_off_the_line(tmp_path):
     assert "init" not in stages
     with pytest.raises(Exception, match="perception.phases"):
         reproduce.load(CONFIG, ["perception.phases=oops"]).perception_configs()
+    # distillation: the kept chains, then distill.data (direct answers replayed without the held-out types)
+    distil = files("iter1-distill")["data"]
+    assert [(x["kind"], set(x.get("exclude_question_types") or [])) for x in distil] == [
+        ("audio_cot", set()), ("text_cot", set()), ("direct", set(cfg.mgrd["held_out"]))]
+    assert distil[0]["manifest"].endswith("iter1-filter/kept.jsonl")
     final_cold = planner.marks["cold_start"]
     assert files("a-rl")["model"] == final_cold and files("b-sft")["model"] == final_cold
     assert files("c5-sft-grounded")["model"] == files("c5-sft-surrogate")["model"] == final_cold

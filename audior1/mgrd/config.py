@@ -78,7 +78,7 @@ class MGRDConfig:
     select: SelectSpec = field(default_factory=SelectSpec)
     sample: SampleSpec = field(default_factory=SampleSpec)
     filter_source: str = "auto"  # meta | audio | auto
-    distill: dict = field(default_factory=dict)  # SFTConfig keys (data: kept chains + text CoT by default)
+    distill: dict = field(default_factory=dict)  # SFTConfig keys; `data`: sources beside the kept chains (default: text CoT 0.5)
     passk: PasskSpec = field(default_factory=PasskSpec)
     dpo: dict = field(default_factory=lambda: {"skip": True})  # DPOConfig keys: a kept chain against a refusal /
     # surrogate / incoherent one of the same prompt, after distillation (`skip: false` to run it)

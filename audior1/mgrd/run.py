@@ -112,7 +112,8 @@ class Planner:
                 {"manifest": train, "kind": "audio_cot", "weight": 0.1, "reasoning_field": "text_cot"}]
 
     def hold_out(self, source: dict) -> dict:
-        """A cold-start source with the held-out question types excluded, where it supervises audio answers."""
+        """A cold-start or distillation source with the held-out question types excluded, where it supervises
+        audio answers (the kept chains are not: a held-out type is learnt through the model's own grounded chains)."""
         if not self.cfg.held_out or source.get("kind", "direct") not in ("direct", "audio_cot", "surrogate", "refusal"):
             return source
         return {**source, "exclude_question_types": sorted({*(source.get("exclude_question_types") or []),
@@ -137,10 +138,11 @@ class Planner:
         self.marks[f"iter{t}-kept"] = str(kept)
         self.add(Stage(d.name, ["curate", "filter", pool, str(samples), "--out", str(d), "--source", c.filter_source],
                        summary="summary.json"))
+        # `distill.data`: the sources mixed in beside the kept chains (default: text CoT), held-out types held out
+        extra = c.distill.get("data") or [{"manifest": str(self.train), "kind": "text_cot", "weight": 0.5}]
         self.sft(f"iter{t}-distill", [{"manifest": str(kept), "kind": "audio_cot", "weight": 1.0,
-                                       "reasoning_field": "mgrd_cot"},
-                                      {"manifest": str(self.train), "kind": "text_cot", "weight": 0.5}], c.distill,
-                 needs=str(kept))
+                                       "reasoning_field": "mgrd_cot"}, *[self.hold_out(x) for x in extra]],
+                 {k: v for k, v in c.distill.items() if k != "data"}, needs=str(kept))
         self.marks[f"iter{t}-distill"] = self.model
         self.audit(f"iter{t}-distill")
         if not c.dpo.get("skip"):
