@@ -69,7 +69,7 @@ def test_the_plan_branches_every_arm_off_the_line(tmp_path):
                         if src["kind"] in ("direct", "audio_cot", "refusal") else set()), src
     # perception first: trained once, without the held-out types' direct answers; every seed starts from it
     cfg.perception["phases"] = [{"difficulties": ["easy"], "max_steps": 4}, {"max_steps": 6}]
-    first, second = cfg.perception_configs()
+    (first, first_ckpt), (second, second_ckpt) = cfg.perception_phases()
     pstages = {st.name.split("-", 1)[1]: st for st in reproduce.Planner(first).plan()}
     assert list(pstages) == ["data", "eval-items", "init", "cold_start", "eval0-no-think"]
     pdata = next(iter(pstages["cold_start"].files.values()))
@@ -77,14 +77,15 @@ def test_the_plan_branches_every_arm_off_the_line(tmp_path):
                                         for src in pdata["data"]] == [
         ("direct", ["easy"], set(cfg.mgrd["held_out"])), ("caption", ["easy"], set())]
     later = reproduce.Planner(second)
-    assert second.model == reproduce.Planner(first).marks_after_plan()["cold_start"]
+    assert second.model == first_ckpt == reproduce.Planner(first).marks_after_plan()["cold_start"]
     assert second.cold_start["max_steps"] == 6 and "difficulties" not in second.cold_start["data"][0]
     planner = reproduce.ReproducePlanner(cfg.seed_config(0), cfg)
     stages = {s.name.split("-", 1)[1]: s for s in planner.plan()}
-    assert files("cold_start")["model"] == later.marks_after_plan()["cold_start"] == cfg.seed_config(0).model
+    assert files("cold_start")["model"] == later.marks_after_plan()["cold_start"] == second_ckpt
+    assert cfg.seed_config(0).model == second_ckpt
     assert "init" not in stages
     with pytest.raises(Exception, match="perception.phases"):
-        reproduce.load(CONFIG, ["perception.phases=oops"]).perception_configs()
+        reproduce.load(CONFIG, ["perception.phases=oops"]).perception_phases()
     # distillation: the kept chains, then distill.data (direct answers replayed without the held-out types)
     distil = files("iter1-distill")["data"]
     assert [(x["kind"], set(x.get("exclude_question_types") or [])) for x in distil] == [

@@ -83,9 +83,10 @@ class ReproduceConfig:
             raise ConfigError("mgrd.iterations must be ≥ 1: the claims compare the MGRD line after distillation")
         return cfg
 
-    def perception_configs(self) -> list[MGRDConfig]:
-        """The perception stage's phases, each an MGRD run with no iteration (data → SFT → greedy no-think
-        eval) in OUT/perception/phase-N, starting from the previous phase's checkpoint (the first from init)."""
+    def perception_phases(self) -> list[tuple[MGRDConfig, str]]:
+        """The perception stage's phases and the checkpoint each leaves: every phase an MGRD run with no
+        iteration (data → SFT → greedy no-think eval) in OUT/perception/phase-N, starting from the previous
+        phase's checkpoint (the first from init)."""
         from audior1.train.config import from_dict
 
         base = copy.deepcopy(self.mgrd)
@@ -105,14 +106,14 @@ class ReproduceConfig:
             raw.update(out_dir=str(Path(self.out_dir) / "perception" / f"phase-{n}"), seed=0, iterations=0,
                        model=model, text_rl={"skip": True}, cold_start=cold)
             cfg = from_dict(MGRDConfig, raw, f"perception.phases[{n - 1}]").validate()
-            out.append(cfg)
             model = Planner(cfg).marks_after_plan()["cold_start"]
+            out.append((cfg, model))
         return out
 
 
 def perception_checkpoint(rcfg: ReproduceConfig) -> str:
     """Where the perception stage's last phase leaves its checkpoint (or will)."""
-    return Planner(rcfg.perception_configs()[-1]).marks_after_plan()["cold_start"]
+    return rcfg.perception_phases()[-1][1]
 
 
 def load(path: str | Path, overrides: list[str] | None = None, *, quick: bool = False) -> ReproduceConfig:
@@ -180,9 +181,8 @@ class ReproducePlanner(Planner):
         """(b) cold start + direct-answer SFT on exactly the labelled questions the line used."""
         self.branch(self.marks["cold_start"])
         steps = self.cfg.iterations * int(self.cfg.distill.get("max_steps", 150))
-        recipe = {k: v for k, v in self.cfg.distill.items() if k not in ("skip", "data")}
         self.sft("b-sft", [{"manifest": self.labelled, "kind": "direct", "weight": 1.0}],
-                 {**recipe, "max_steps": steps, "save_every": steps, **self.r.labels})
+                 {**self.distill_recipe(), "max_steps": steps, "save_every": steps, **self.r.labels})
         self.evaluate("b-eval", modes=["think", "no-think"])
 
     def format_reward(self) -> None:
@@ -227,8 +227,7 @@ class ReproducePlanner(Planner):
         kept = str(k / "selected.jsonl")
         self.add(Stage(k.name, ["curate", "select", self.marks["iter1-kept"], "--out", kept, *_opt("--tasks", keep),
                                 "--allow-empty"], summary="summary.json"))
-        recipe = {k: v for k, v in self.cfg.distill.items() if k not in ("skip", "data")}
-        text = {"manifest": str(self.train), "kind": "text_cot", "weight": 0.5}
+        recipe, text = self.distill_recipe(), self.text_cot()  # both arms: the chains + text CoT, nothing else
         for name, source in (("grounded", {"manifest": kept, "kind": "audio_cot", "weight": 1.0,
                                            "reasoning_field": "mgrd_cot"}),
                              ("surrogate", {"manifest": items, "kind": "surrogate", "weight": 1.0})):
@@ -246,7 +245,7 @@ def run(rcfg: ReproduceConfig, *, resume: bool = False, log=print) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(_plain(rcfg), sort_keys=False))
     if not rcfg.perception.get("skip"):
-        for cfg in rcfg.perception_configs():
+        for cfg, _ in rcfg.perception_phases():
             log(f"\n=== perception stage (once, for every seed): {cfg.out_dir} ===")
             loop.run(cfg, resume=resume, log=log)
     for seed in rcfg.seeds:

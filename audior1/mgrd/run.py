@@ -111,6 +111,14 @@ class Planner:
                 {"manifest": train, "kind": "caption", "weight": 0.3},
                 {"manifest": train, "kind": "audio_cot", "weight": 0.1, "reasoning_field": "text_cot"}]
 
+    def text_cot(self, weight: float = 0.5) -> dict:
+        """The text-CoT source on the run's training split (what distillation mixes in by default)."""
+        return {"manifest": str(self.train), "kind": "text_cot", "weight": weight}
+
+    def distill_recipe(self) -> dict:
+        """The `distill` training keys, without its `data` (the sources each distillation names itself)."""
+        return {k: v for k, v in self.cfg.distill.items() if k != "data"}
+
     def hold_out(self, source: dict) -> dict:
         """A cold-start or distillation source with the held-out question types excluded, where it supervises
         audio answers (the kept chains are not: a held-out type is learnt through the model's own grounded chains)."""
@@ -139,10 +147,10 @@ class Planner:
         self.add(Stage(d.name, ["curate", "filter", pool, str(samples), "--out", str(d), "--source", c.filter_source],
                        summary="summary.json"))
         # `distill.data`: the sources mixed in beside the kept chains (default: text CoT), held-out types held out
-        extra = c.distill.get("data") or [{"manifest": str(self.train), "kind": "text_cot", "weight": 0.5}]
+        extra = c.distill.get("data") or [self.text_cot()]
         self.sft(f"iter{t}-distill", [{"manifest": str(kept), "kind": "audio_cot", "weight": 1.0,
                                        "reasoning_field": "mgrd_cot"}, *[self.hold_out(x) for x in extra]],
-                 {k: v for k, v in c.distill.items() if k != "data"}, needs=str(kept))
+                 self.distill_recipe(), needs=str(kept))
         self.marks[f"iter{t}-distill"] = self.model
         self.audit(f"iter{t}-distill")
         if not c.dpo.get("skip"):

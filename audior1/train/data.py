@@ -404,14 +404,10 @@ def build_examples(items: list[dict], kind: str, tokenizer, store: AudioStore, *
         if any(c is None for c in clips):
             skipped["bad audio"] += 1
             continue
-        if no_think_prompt and not reasoning:
-            ids = prompt_ids(tokenizer, text, clips, think=False)
-            n_prompt = len(ids)
-            ids = ids + tokenizer.encode(answer) + [tokenizer.eot_id]
-        else:
-            ids = prompt_ids(tokenizer, text, clips)
-            n_prompt = len(ids)
-            ids = ids + tokenizer.encode(target_text(reasoning, answer)) + [tokenizer.eot_id]
+        think = bool(reasoning) or not no_think_prompt  # no think prompt: the closed empty block is prompt
+        ids = prompt_ids(tokenizer, text, clips, think=think)
+        n_prompt = len(ids)
+        ids = ids + tokenizer.encode(target_text(reasoning, answer) if think else answer) + [tokenizer.eot_id]
         if max_len is not None and len(ids) > max_len:
             skipped["longer than max_seq_len"] += 1
             continue
