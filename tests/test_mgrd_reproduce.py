@@ -112,6 +112,22 @@ def test_the_plan_branches_every_arm_off_the_line(tmp_path):
     assert "eval2-grounding" in names and not any(n.startswith(("a-", "b-", "c3", "c4", "c5")) for n in names)
 
 
+def test_a_perception_checkpoint_trained_before_is_evaluated_not_retrained(tmp_path):
+    from audior1.config import ConfigError
+
+    ckpt = tmp_path / "perception-ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    cfg = reproduce.load(CONFIG, [f"out_dir={tmp_path / 'run'}", f"perception.checkpoint={ckpt}"], quick=True)
+    [(phase, model)] = cfg.perception_phases()
+    assert model == str(ckpt) and phase.model == str(ckpt)
+    names = [st.name.split("-", 1)[1] for st in reproduce.Planner(phase).plan()]
+    assert names == ["data", "eval-items", "eval0-no-think"]  # measured on this run's split, no training
+    assert cfg.seed_config(0).model == str(ckpt)
+    with pytest.raises(ConfigError, match=r"perception.checkpoint: .*nowhere.*config.json"):
+        reproduce.load(CONFIG, [f"perception.checkpoint={tmp_path / 'nowhere'}"]).perception_phases()
+
+
 def test_bad_claims_and_configs_are_named(tmp_path):
     from audior1.config import ConfigError
 

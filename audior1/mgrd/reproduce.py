@@ -52,7 +52,8 @@ class ReproduceConfig:
     # pretrained on audio at scale before post-training): direct answers and captions, held-out types excluded;
     # its direct accuracy per family and difficulty is reported as "the parts". `phases:` a curriculum, each
     # phase a mapping of keys over the rest (`difficulties` filters every source) trained from the one before.
-    # `skip: true` to start every seed from init.
+    # `skip: true` to start every seed from init; `checkpoint: DIR` to start from a perception checkpoint trained
+    # before (by a dev run of the same recipe: the stage sees the train split only), evaluated here, not retrained.
     perception: dict = field(default_factory=lambda: {"skip": True})
     anomaly: dict = field(default_factory=dict)   # RLConfig keys for baseline (a) (default: the line's rl)
     labels: dict = field(default_factory=dict)    # SFTConfig keys for baseline (b) (default: the line's distill)
@@ -86,15 +87,20 @@ class ReproduceConfig:
     def perception_phases(self) -> list[tuple[MGRDConfig, str]]:
         """The perception stage's phases and the checkpoint each leaves: every phase an MGRD run with no
         iteration (data → SFT → greedy no-think eval) in OUT/perception/phase-N, starting from the previous
-        phase's checkpoint (the first from init)."""
+        phase's checkpoint (the first from init); with `checkpoint`, one phase that evaluates it, no training."""
         from audior1.train.config import from_dict
 
         base = copy.deepcopy(self.mgrd)
-        recipe = {k: v for k, v in self.perception.items() if k not in ("skip", "phases")}
-        phases = self.perception.get("phases") or [{}]
+        recipe = {k: v for k, v in self.perception.items() if k not in ("skip", "phases", "checkpoint")}
+        phases, model = self.perception.get("phases") or [{}], None
         if not isinstance(phases, list) or not all(isinstance(p, dict) for p in phases):
             raise ConfigError(f"perception.phases: expected a list of mappings, got {phases!r}")
-        out, model = [], None
+        if self.perception.get("checkpoint"):  # trained before: one phase that only measures it on this split
+            model = str(self.perception["checkpoint"])
+            if not (Path(model) / "config.json").is_file():
+                raise ConfigError(f"perception.checkpoint: {model} is not a checkpoint directory (no config.json)")
+            recipe, phases = {}, [{"skip": True}]
+        out = []
         for n, phase in enumerate(phases, 1):
             phase = dict(phase)
             levels = phase.pop("difficulties", None)

@@ -321,6 +321,9 @@ def write_reproduction(rcfg) -> Path:
     plots = _plots(s, out, held_out, rcfg.traps)
     lines += ["", "## Plots", "", *[f"![{p.stem}]({p.name})" for p in plots]]
     lines += ["", "## Wall time", "", *_walls(s, out)]
+    if rcfg.perception.get("checkpoint"):
+        lines += ["", f"The perception checkpoint was trained before this run ({rcfg.perception['checkpoint']}) and "
+                      "not retrained: perception phase-1 here only evaluates it."]
     path = out / "reproduction.md"
     path.write_text("\n".join(lines) + "\n")
     return path
