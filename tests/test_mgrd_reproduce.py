@@ -54,6 +54,18 @@ def test_verdicts_need_the_interval_and_the_seed_spread():
     assert combine([Check("x", clear, 0.02), Check("y", null, 0.02)]) == "not reproduced"
 
 
+def test_claim_kinds_count_statuses_and_clean_chains(tmp_path):
+    from audior1.mgrd.verdicts import claim_kinds
+
+    rows = [{"claims": [{"kind": "pitch", "status": "grounded"}, {"kind": "pitch", "status": "contradicted"}]},
+            {"claims": [{"kind": "onset", "status": "grounded"}, {"kind": "count", "status": "unverifiable"}]},
+            {"claims": []}]  # a chain that claims nothing is not clean: the filter needs a borne-out measurement
+    (tmp_path / "verdicts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kinds, chains, clean = claim_kinds(tmp_path)
+    assert (chains, clean) == (3, 1)
+    assert kinds["pitch"] == {"grounded": 1, "contradicted": 1} and kinds["count"] == {"unverifiable": 1}
+
+
 # ---- the plan ---------------------------------------------------------------------------------------------
 def test_the_plan_branches_every_arm_off_the_line(tmp_path):
     cfg = reproduce.load(CONFIG, [f"out_dir={tmp_path}"], quick=True)
@@ -203,6 +215,7 @@ def test_quick_reproduce_writes_every_artefact_and_resumes(shared_data, tmp_path
     assert ("## The parts: direct accuracy (not thinking) per family and difficulty, perception phase-1 → "
             "perception phase-2 → cold start → round 2") in md
     assert "## The parts" in md and "## One chain before and after MGRD" in md and "One seed" in md
+    assert "## What the model's own chains claim about the sound, cold start → round 2" in md
     capsys.readouterr()
     assert main(["mgrd", "reproduce", "--quick", "--out", str(out), "--resume"]) == 0
     log = capsys.readouterr().out

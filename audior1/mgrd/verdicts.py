@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -317,7 +317,8 @@ def write_reproduction(rcfg) -> Path:
             lines.append(f"| {c if k == 0 else ''} | {combine(ts) if k == 0 else ''} | {t.what}: *{t.verdict}* | "
                          f"{e.fmt(t.scale, t.unit) if e else '—'} | {e.n if e else '—'} | "
                          f"{', '.join(f'{t.scale * x:+.1f}' for x in e.seeds) if e else '—'} |")
-    lines += ["", *_levels(s, held_out, rcfg.traps), "", *_parts(s, out), "", *_examples(s, held_out)]
+    lines += ["", *_levels(s, held_out, rcfg.traps), "", *_parts(s, out), "", *_claims(s), "",
+              *_examples(s, held_out)]
     plots = _plots(s, out, held_out, rcfg.traps)
     lines += ["", "## Plots", "", *[f"![{p.stem}]({p.name})" for p in plots]]
     lines += ["", "## Wall time", "", *_walls(s, out)]
@@ -382,6 +383,57 @@ def _parts(s: Seeds, out: Path) -> list[str]:
                 return f"{100 * np.mean(vals):.0f}" if vals else "—"
             cells.append(" → ".join(acc(evals) for _, evals in stages))
         lines.append(f"| {task}:{qtype} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def claim_kinds(d: Path) -> tuple[dict[str, Counter], int, int]:
+    """What a `curate filter` run's chains claim about the sound: per claim kind the count per status
+    (grounded / contradicted / unverifiable), the number of chains, and the chains with a claim and none
+    contradicted (the filter keeps only those)."""
+    kinds: dict[str, Counter] = defaultdict(Counter)
+    chains = clean = 0
+    for line in (d / "verdicts.jsonl").read_text().splitlines():
+        v = json.loads(line)
+        chains += 1
+        statuses = [c["status"] for c in v["claims"]]
+        clean += bool(statuses) and "contradicted" not in statuses
+        for c in v["claims"]:
+            kinds[c["kind"]][c["status"]] += 1
+    return kinds, chains, clean
+
+
+def _claims(s: Seeds) -> list[str]:
+    """Per claim kind, how often the model's own sampled chains on the test questions are borne out by the clip,
+    at the cold start and after the last round (all seeds pooled): why the filter keeps what it keeps."""
+    T = s.last_round()
+    stages = [(name, [claim_kinds(s.dirs[x][st]) for x in s.seeds if st in s.dirs[x]])
+              for name, st in (("cold start", "eval0-grounding"), (f"round {T}", f"eval{T}-grounding"))]
+    stages = [(name, runs) for name, runs in stages if runs]
+    if not stages:
+        return []
+    arrow = " → ".join(name for name, _ in stages)
+    lines = [f"## What the model's own chains claim about the sound, {arrow}", "",
+             "Sampled chains on the evaluated questions, read by the grounding filter, all seeds pooled: per kind of "
+             "claim, the share borne out by the clip / contradicted by it (within a listener's tolerance).", "",
+             "| claim kind | claims | borne out % | contradicted % |", "|---|---|---|---|"]
+    pooled = []  # per stage: claim kind -> status counts over seeds
+    for _, runs in stages:
+        kinds: dict[str, Counter] = defaultdict(Counter)
+        for per_kind, _, _ in runs:
+            for kind, counts in per_kind.items():
+                kinds[kind].update(counts)
+        pooled.append(kinds)
+
+    def across(kind: str, cell) -> str:
+        return " → ".join(cell(kinds.get(kind, Counter())) for kinds in pooled)
+
+    for kind in sorted({k for kinds in pooled for k in kinds}, key=lambda k: -sum(pooled[0][k].values())):
+        pct = lambda status: lambda c: f"{100 * c[status] / max(1, sum(c.values())):.0f}"  # noqa: E731
+        lines.append(f"| {kind} | {across(kind, lambda c: str(sum(c.values())))} | {across(kind, pct('grounded'))} | "
+                     f"{across(kind, pct('contradicted'))} |")
+    chains = " → ".join(f"{100 * sum(c for _, _, c in runs) / max(1, sum(n for _, n, _ in runs)):.1f}%"
+                        for _, runs in stages)
+    lines += ["", f"Chains with at least one claim and none contradicted (the filter's first condition): {chains}."]
     return lines
 
 
