@@ -98,8 +98,8 @@ def _abbreviate_patches(text: str) -> str:
 def cmd_quickstart(args) -> None:
     from audior1.quickstart import run
 
-    run(Path(args.out), seed=args.seed, steps=args.steps, rl_steps=args.rl_steps, n_per_task=args.n_per_task,
-        eval_items=args.eval_items, max_tokens=args.max_tokens)
+    run(Path(args.out), resume=args.resume, seed=args.seed, steps=args.steps, rounds=args.rounds,
+        rl_steps=args.rl_steps, n_per_task=args.n_per_task, eval_items=args.eval_items, max_tokens=args.max_tokens)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,14 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("quickstart", help="the built-in end-to-end pipeline (the README's first command): "
-                       "synthesise data, init a demo model, SFT it, RL it, evaluate each stage, ask it")
+                       "synthesise data, cold-start a demo model, one MGRD round, before/after table")
     p.add_argument("--out", default="runs/quickstart")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1500, help="SFT steps (default 1500, ~9 minutes on 2 cores)")
-    p.add_argument("--rl-steps", type=int, default=20, help="GRPO steps after SFT (default 20; 0 skips RL)")
+    p.add_argument("--steps", type=int, default=1500, help="cold-start SFT steps (default 1500)")
+    p.add_argument("--rounds", type=int, default=1, help="MGRD rounds (default 1)")
+    p.add_argument("--rl-steps", type=int, default=10, help="GRPO steps per round (default 10; 0 skips RL)")
     p.add_argument("--n-per-task", type=int, default=200, help="items per task family and split")
-    p.add_argument("--eval-items", type=int, default=0, help="evaluate only the first N test items (default: all)")
+    p.add_argument("--eval-items", type=int, default=0, help="evaluate a seeded subset of N test items (default: all)")
     p.add_argument("--max-tokens", type=int, default=160, help="tokens per generated answer, reasoning included")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run: finished stages are skipped")
     p.set_defaults(func=cmd_quickstart)
 
     for module_name in COMMAND_GROUPS:

@@ -61,15 +61,23 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
 
 def test_quickstart_pipeline_runs_end_to_end(tmp_path):
     # The README's main job, shrunk: same stages and commands, a few items and steps.
-    out = run("quickstart", "--out", tmp_path / "qs", "--steps", "10", "--rl-steps", "2", "--n-per-task", "4",
-              "--eval-items", "6", "--max-tokens", "12").stdout
+    args = ["quickstart", "--out", tmp_path / "qs", "--steps", "10", "--rl-steps", "2", "--n-per-task", "4",
+            "--eval-items", "10", "--max-tokens", "12"]
+    out = run(*args).stdout
     for stage in ("$ audior1 data synth", "$ audior1 init --preset demo", "$ audior1 eval --bench synthetic",
-                  "$ audior1 train sft", "$ audior1 train rl --algo grpo", "$ audior1 ask --model"):
+                  "$ audior1 train sft", "$ audior1 curate filter", "$ audior1 curate dpo-pairs",
+                  "$ audior1 curate passk", "[13-iter1-rl]"):  # (RL skips when no question falls in the band)
         assert stage in out, stage
-    assert "test split (noise_colour, timbre, count_events), greedy:" in out
-    for name in ("untrained", "10 SFT steps", "2 GRPO steps"):
-        assert f"{name}: accuracy" in out, name
-    assert (tmp_path / "qs" / "demo-sft" / "checkpoints" / "step-000010" / "model.safetensors").exists()
-    assert (tmp_path / "qs" / "demo-grpo" / "checkpoints" / "step-000002" / "model.safetensors").exists()
-    for stage in ("eval-init", "eval-sft", "eval-grpo"):
-        assert (tmp_path / "qs" / stage / "summary.json").exists()
+    assert "held-out = count_events:count_numeric), greedy accuracy %:" in out
+    for row in ("| before: cold start |", "| after: MGRD round 1 |"):
+        assert row in out, row
+    assert "round 1: the grounding filter kept" in out and "One chain before and after (item " in out
+    stages = {d.name.split("-", 1)[1]: d for d in (tmp_path / "qs" / "stages").iterdir()}
+    assert (stages["cold_start"] / "checkpoints" / "step-000010" / "model.safetensors").exists()
+    assert (stages["iter1-rl"] / "checkpoints" / "step-000002" / "model.safetensors").exists()
+    for name in ("eval0-think", "eval0-no-think", "eval1-think", "eval1-no-think"):
+        assert (stages[name] / "summary.json").exists(), name
+    # the plan is written where `audior1 mgrd run --config` takes it, and an interrupted run resumes
+    assert (tmp_path / "qs" / "mgrd.yaml").is_file()
+    again = run(*args, "--resume").stdout
+    assert "skipped]" in again and "$ audior1 train" not in again and "| after: MGRD round 1 |" in again

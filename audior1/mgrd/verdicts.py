@@ -442,17 +442,23 @@ def _examples(s: Seeds, held_out: list[str]) -> list[str]:
     T = s.last_round()
     if not s.seeds or not s.has("eval0-think") or not s.has(f"eval{T}-think"):
         return []
-    before, after = s.evals("eval0-think")[0], s.evals(f"eval{T}-think")[0]
+    lines = chain_before_after(s.evals("eval0-think")[0], s.evals(f"eval{T}-think")[0], held_out, f"Round {T}")
+    return [f"## One chain before and after MGRD (seed {s.seeds[0]}, {lines[0]})", "", *lines[1:]] if lines else []
+
+
+def chain_before_after(before: dict[str, ItemRow], after: dict[str, ItemRow], held_out: list[str],
+                       after_name: str) -> list[str]:
+    """The same item answered before (the cold start) and after MGRD: a held-out item the model got right only
+    after, else any held-out item, else any. First line: `item ID`; then markdown."""
     ids = sorted(set(before) & set(after))
     ranked = sorted(ids, key=lambda i: (f"{after[i].task}:{after[i].qtype}" not in held_out,
                                         not (after[i].correct > before[i].correct), i))
     if not ranked:
         return []
     i = ranked[0]
-    return ["## One chain before and after MGRD (seed {}, item {})".format(s.seeds[0], i), "",
-            f"Question type {after[i].task}:{after[i].qtype} ({after[i].difficulty}).", "",
+    return [f"item {i}", f"Question type {after[i].task}:{after[i].qtype} ({after[i].difficulty}).", "",
             f"Cold start ({'right' if before[i].correct else 'wrong'}):", "", "```", before[i].raw.strip(), "```", "",
-            f"Round {T} ({'right' if after[i].correct else 'wrong'}):", "", "```", after[i].raw.strip(), "```"]
+            f"{after_name} ({'right' if after[i].correct else 'wrong'}):", "", "```", after[i].raw.strip(), "```"]
 
 
 def _walls(s: Seeds, out: Path) -> list[str]:
