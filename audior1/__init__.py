@@ -9,11 +9,13 @@ __version__ = "0.1.0"
 __all__ = ["load_model", "Processor", "__version__"]
 
 
-def load_model(path, dtype=None, device=None, strict=True):
-    """Load an audior1/Step-Audio-R1 checkpoint directory (see `audior1.checkpoint.load_model`)."""
+def load_model(path, dtype=None, device=None, strict=True, *, adapter=None, quantize=None):
+    """Load an audior1/Step-Audio-R1 checkpoint: a directory, a LoRA adapter directory (over the base it
+    names) or a Hub id; `adapter` merges a LoRA adapter, `quantize` ("int8" | "int4") quantizes the decoder's
+    linear weights (see `audior1.checkpoint.load_model`)."""
     from audior1.checkpoint import load_model as _load_model
 
-    return _load_model(path, dtype=dtype, device=device, strict=strict)
+    return _load_model(path, dtype=dtype, device=device, strict=strict, adapter=adapter, quantize=quantize)
 
 
 def __getattr__(name):

@@ -13,6 +13,10 @@ Design choices
 - Writing (and `init` of a random checkpoint) goes one tensor at a time into shards of bounded size,
   so `audior1 init --preset step-audio-r1` needs one shard of memory, not 67 GB.
 - Key maps for building from public parts (Qwen2-Audio encoder + Qwen2.5 LM) are data, not code.
+- `path` may also be a LoRA adapter directory or a Hub id (`audior1.sources.resolve`); adapters are merged
+  into the weights as they stream in (`audior1.lora`), and `quantize` replaces each decoder linear layer's
+  weight by a weight-only quantized one as soon as it is loaded (`audior1.quantize`), so neither ever holds
+  a second copy of the model.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -129,6 +133,7 @@ class WeightSource:
     files: dict[str, Path]  # name → file, in model order
     missing: list[str]  # names to initialise instead of reading, in model order
     shapes: dict[str, tuple[int, ...]]  # every expected name's full shape
+    adapters: list = field(default_factory=list)  # audior1.lora.Adapter, merged in this order as tensors are read
 
 
 def plan_weights(model_dir: str | Path, expected: dict[str, tuple[int, ...]], strict: bool = True,
@@ -164,12 +169,18 @@ def read_weights(source: WeightSource, region: Callable[[str], tuple[slice, ...]
         with safe_open(path, "pt", device="cpu") as f:
             for name in names:
                 part = region(name) if region else None
-                yield name, f.get_tensor(name) if part is None else f.get_slice(name)[part]
+                yield name, _merged(source, name, f.get_tensor(name) if part is None else f.get_slice(name)[part], part)
     gen = torch.Generator(device="cpu").manual_seed(0)
     for name in source.missing:
         part = region(name) if region else None
         value = initial_value(name, source.shapes[name], gen)  # the whole tensor: the generator's order
-        yield name, value if part is None else value[part].clone()
+        yield name, _merged(source, name, value if part is None else value[part].clone(), part)
+
+
+def _merged(source: WeightSource, name: str, value: torch.Tensor, part) -> torch.Tensor:
+    for adapter in source.adapters:
+        value = adapter.merge(name, value, part)
+    return value
 
 
 def state_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
@@ -184,27 +195,44 @@ def build_meta(config: ModelConfig, dtype: torch.dtype = torch.float32) -> StepA
 
 
 def open_checkpoint(path: str | Path, dtype=None, strict: bool = True, only: str | None = None,
-                    stacklevel: int = 1) -> tuple[StepAudioR1ForCausalLM, WeightSource]:
+                    stacklevel: int = 1, adapter: str | Path | None = None
+                    ) -> tuple[StepAudioR1ForCausalLM, WeightSource]:
     """The model on the meta device (in `dtype`; None: config.json's `torch_dtype`) and the checked plan
-    for filling it. Reads config.json and the safetensors headers only: every load path starts here, so
-    single-process and sharded loads share one set of checks and messages."""
-    model_dir = Path(path)
-    if not model_dir.is_dir():
-        raise CheckpointError(f"{model_dir}: not a directory")
-    config = ModelConfig.from_file(model_dir / "config.json")
+    for filling it. Reads config.json, the safetensors headers and the (small) LoRA adapters only: every
+    load path starts here, so single-process and sharded loads share one set of checks and messages.
+    `path`: a checkpoint directory, an adapter directory over one, or a Hub id; `adapter`: one more adapter
+    directory to merge (`--adapter`)."""
+    from audior1 import lora, sources
+
+    where = sources.resolve(path, adapter)
+    config = ModelConfig.from_file(where.weights / "config.json")
     dtype = resolve_dtype(dtype) or resolve_dtype(config.torch_dtype)
     model = build_meta(config, dtype)  # cannot fail: from_file validated the config
-    source = plan_weights(model_dir, state_shapes(model), strict, only, stacklevel=stacklevel + 1)
+    shapes = state_shapes(model)
+    source = plan_weights(where.weights, shapes, strict, only, stacklevel=stacklevel + 1)
+    for adapter_dir in where.adapters:
+        found = lora.read_adapter(adapter_dir)
+        found.check(shapes, str(where.weights))
+        source.adapters.append(found)
     return model, source
 
 
-def load_model(path: str | Path, dtype=None, device=None, strict: bool = True) -> StepAudioR1ForCausalLM:
+def load_model(path: str | Path, dtype=None, device=None, strict: bool = True, *, adapter: str | Path | None = None,
+               quantize: str | None = None) -> StepAudioR1ForCausalLM:
     """Build the model on the meta device and stream the weights in.
 
     dtype: None keeps config.json's `torch_dtype`; device: None is CPU. With strict=False, missing tensors
-    keep their initial values and unexpected ones are ignored (both are still reported as a warning)."""
-    model, source = open_checkpoint(path, dtype, strict, stacklevel=2)
-    _stream_into(model, source, torch.device(device or "cpu"))
+    keep their initial values and unexpected ones are ignored (both are still reported as a warning).
+    `adapter`: a LoRA adapter directory merged into the weights as they load (an adapter directory given as
+    `path` is merged into the base it names). `quantize`: "int8" | "int4" weight-only quantization of the
+    decoder's linear layers (`audior1.quantize`), applied layer by layer while loading."""
+    quantizer = None
+    if quantize:
+        from audior1.quantize import Quantizer
+
+        quantizer = Quantizer(quantize, torch.device(device or "cpu"))  # a bad choice fails before any read
+    model, source = open_checkpoint(path, dtype, strict, stacklevel=2, adapter=adapter)
+    _stream_into(model, source, torch.device(device or "cpu"), quantizer)
     return model.eval()
 
 
@@ -224,13 +252,19 @@ def materialize(config: ModelConfig, dtype: torch.dtype, device) -> StepAudioR1F
     return model.eval()
 
 
-def _stream_into(model: StepAudioR1ForCausalLM, source: WeightSource, device: torch.device) -> None:
-    """Move tensors one at a time into the meta-built model (cast to its dtype), then its buffers."""
+def _stream_into(model: StepAudioR1ForCausalLM, source: WeightSource, device: torch.device,
+                 quantizer=None) -> None:
+    """Move tensors one at a time into the meta-built model (cast to its dtype), then its buffers. With a
+    quantizer, each linear layer it covers is quantized as soon as its weight is in place."""
     targets = dict(model.named_parameters())
     for name, value in read_weights(source):
         target = targets[name]
         _assign(model, target, name, value.to(device=device, dtype=target.dtype))
+        if quantizer is not None:
+            quantizer.loaded(model, name)
     init_buffers(model, device)
+    if quantizer is not None:
+        quantizer.finish(model)
 
 
 def init_buffers(model: StepAudioR1ForCausalLM, device) -> None:
@@ -318,6 +352,29 @@ def save_checkpoint(model: StepAudioR1ForCausalLM, out_dir: str | Path, tokenize
     return stats
 
 
+def merge_adapter(base: str | Path, adapter: str | Path, out_dir: str | Path,
+                  max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> dict:
+    """`audior1 lora merge`: base + LoRA adapter → a full checkpoint in the official layout, in the base's
+    dtype. Streams one tensor at a time (read, merge in fp32, cast, write), so it needs one shard of memory,
+    not the model; the tokenizer and generation config are the base's."""
+    import shutil
+
+    from audior1.sources import resolve
+
+    model, source = open_checkpoint(base, adapter=adapter)  # every check (keys, adapter shapes) before writing
+    dtype = resolve_dtype(model.config.torch_dtype)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise CheckpointError(f"{out_dir}: exists and is not empty (merge writes a new checkpoint directory)")
+    stats = write_tensors(out_dir, ((n, t.to(dtype)) for n, t in read_weights(source)), max_shard_bytes)
+    _atomic_write_text(out_dir / "config.json", json.dumps(model.config.to_dict(), indent=2) + "\n")
+    base_dir = resolve(base).weights
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        if (base_dir / name).is_file():
+            shutil.copyfile(base_dir / name, out_dir / name)
+    return {**stats, "adapters": [str(a.where) for a in source.adapters]}
+
+
 # The sampling settings of Step-Audio-R1's released examples (temperature 0.7, top_p 0.9, repetition penalty 1.0);
 # written into every checkpoint audior1 builds, read back by `generation_defaults`.
 GENERATION_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.0}
@@ -334,7 +391,9 @@ def write_generation_config(out_dir: Path, config: ModelConfig) -> None:
 def generation_defaults(model_dir: str | Path) -> dict[str, float]:
     """The sampling defaults a checkpoint ships (temperature, top_p, repetition_penalty from its
     generation_config.json; missing file or keys → nothing, so `SamplingParams`' own defaults apply)."""
-    path = Path(model_dir) / "generation_config.json"
+    from audior1.sources import resolve
+
+    path = resolve(model_dir).weights / "generation_config.json"
     if not path.is_file():
         return {}
     try:
@@ -363,6 +422,11 @@ class CheckpointSummary:
     @property
     def billions(self) -> float:
         return self.parameters / 1e9
+
+
+def meta_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every state-dict tensor's shape for a config, from a model built on the meta device."""
+    return state_shapes(build_meta(config))
 
 
 def meta_summary(config: ModelConfig) -> CheckpointSummary:

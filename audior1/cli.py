@@ -68,6 +68,14 @@ def cmd_convert(args) -> None:
           f"{stats['total_bytes'] / 1e6:,.1f} MB (encoder from {args.encoder_from}, LM from {args.lm_from}, fresh adapter)")
 
 
+def cmd_lora_merge(args) -> None:
+    from audior1.checkpoint import merge_adapter
+
+    stats = merge_adapter(args.base, args.adapter, args.out_dir, max_shard_bytes=int(args.max_shard_gb * 1024**3))
+    print(f"wrote {args.out_dir}: {stats['tensors']} tensors in {stats['shards']} shard(s), "
+          f"{stats['total_bytes'] / 1e6:,.1f} MB ({args.base} + {' + '.join(stats['adapters'])}, merged)")
+
+
 def cmd_features(args) -> None:
     from audior1 import audio
 
@@ -135,6 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the fresh adapter")
     p.add_argument("--max-shard-gb", type=float, default=5.0)
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("lora", help="LoRA adapters (peft format): merge one into its base")
+    lsub = p.add_subparsers(dest="lora_command", metavar="{merge}", required=True)
+    m = lsub.add_parser("merge", help="write base + adapter as a full checkpoint in the official layout (streamed: "
+                        "one tensor at a time)")
+    m.add_argument("base", metavar="BASE", help="the base checkpoint directory or Hub id")
+    m.add_argument("adapter", metavar="ADAPTER", help="the adapter directory (adapter_config.json + "
+                   "adapter_model.safetensors)")
+    m.add_argument("out_dir", metavar="OUT")
+    m.add_argument("--max-shard-gb", type=float, default=5.0)
+    m.set_defaults(func=cmd_lora_merge)
 
     p = sub.add_parser("features", help="show the log-mel chunks and audio-token counts of a clip "
                        "(and the rendered prompt with --model)")

@@ -204,7 +204,7 @@ class Engine:
         self.tokenizer = processor.tokenizer
         self.max_batch_size = max_batch_size
         self.max_prefill_tokens = max_prefill_tokens
-        self.fast_decode = fast_decode
+        self.fast_decode = fast_decode and FastDecoder.supports(model)  # LoRA-wrapped layers: `forward`
         self.think_end_ids = self.tokenizer.encode(REASONING_END)
         self.think_close_ids = self.tokenizer.encode(REASONING_END.lstrip("\n"))  # after a text ending in \n
         self.max_context = model.config.text.max_position_embeddings
@@ -227,10 +227,12 @@ class Engine:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype=None, device=None, processor_kwargs: dict | None = None,
-                        **kwargs) -> "Engine":
+                        adapter: str | Path | None = None, quantize: str | None = None, **kwargs) -> "Engine":
+        """The engine over a checkpoint (`path`: a directory, an adapter directory or a Hub id; `adapter`: a
+        LoRA adapter merged at load; `quantize`: int8 | int4 weight-only, see `audior1.quantize`)."""
         from audior1.checkpoint import generation_defaults, load_model
 
-        engine = cls(load_model(path, dtype=dtype, device=device),
+        engine = cls(load_model(path, dtype=dtype, device=device, adapter=adapter, quantize=quantize),
                      Processor.from_pretrained(path, **(processor_kwargs or {})), **kwargs)
         engine.generation_defaults = generation_defaults(path)
         return engine

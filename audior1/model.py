@@ -522,6 +522,16 @@ class FastDecoder:
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
         self._weight_list: tuple | None = None
 
+    @staticmethod
+    def supports(model: "StepAudioR1ForCausalLM") -> bool:
+        """Whether this step computes what `forward` does for `model`: every decoder projection and the head
+        must be a plain `nn.Linear`, whose `weight` is all there is to it (a quantized weight is still one
+        tensor). A wrapped layer — a training-time LoRA layer — computes more than its `weight` says, so such
+        a model decodes through `forward`."""
+        layers = model.model.layers
+        projections = [m for layer in layers for m in (*layer.self_attn.children(), *layer.mlp.children())]
+        return all(isinstance(m, nn.Linear) for m in projections + [model.lm_head])
+
     def rope_tables(self, needed: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sign-folded sin [positions, head_dim], as `RotaryEmbedding` computes them, so that
         rotate(x) * sin == roll(x, half) * sin_signed."""

@@ -74,7 +74,11 @@ class Processor:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs) -> "Processor":
-        return cls(ChatTokenizer.from_dir(path), **kwargs)
+        """The tokenizer of a checkpoint (`path` as `--model` takes it: a directory, an adapter directory,
+        whose base's tokenizer is used, or a Hub id)."""
+        from audior1.sources import resolve
+
+        return cls(ChatTokenizer.from_dir(resolve(path).weights), **kwargs)
 
     # ---- messages → chat messages with token counts ----
 

@@ -94,7 +94,7 @@ def cmd_ask(args) -> None:
     t_encoded = time.perf_counter()
     if args.threads:
         torch.set_num_threads(args.threads)
-    engine = Engine(load_model(model_dir), processor)
+    engine = Engine(load_model(model_dir, adapter=args.adapter, quantize=args.quantize), processor)
     t_loaded = time.perf_counter()
     printer = None if args.json else _Printer()
     try:
@@ -142,7 +142,7 @@ def cmd_serve(args) -> None:
         allow = Path(args.allow_local_audio).resolve()
         if not allow.is_dir():
             raise NotADirectoryError(f"--allow-local-audio {args.allow_local_audio}: not a directory")
-    config = ServerConfig(model_name=args.served_model_name or Path(args.model).resolve().name, api_key=api_key,
+    config = ServerConfig(model_name=args.served_model_name or _default_name(args.model), api_key=api_key,
                           max_audio_seconds=args.max_audio_seconds, max_audio_parts=args.max_audio_parts,
                           max_n=args.max_n, max_tokens=args.max_tokens, allow_local_audio=allow,
                           reasoning_format=args.reasoning_format)
@@ -150,11 +150,28 @@ def cmd_serve(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    engine, config = load_engine(args.model, config, max_batch_size=args.max_batch_size)
+    engine, config = load_engine(args.model, config, max_batch_size=args.max_batch_size, adapter=args.adapter,
+                                 quantize=args.quantize)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"audior1 serve: {config.model_name} at http://{host}:{args.port}/ (web page) and "
           f"http://{host}:{args.port}/v1 (OpenAI API){' — API key required' if api_key else ''}", file=sys.stderr)
     uvicorn.run(create_app(engine, config), host=args.host, port=args.port, log_level=args.log_level)
+
+
+def _default_name(model: str) -> str:
+    """The served name when none is given: the directory's name, or a Hub id's repository name."""
+    path = Path(model)
+    return path.resolve().name if path.exists() else model.partition("@")[0].rsplit("/", 1)[-1]
+
+
+def add_model_options(p) -> None:
+    """--model, --adapter, --quantize: how `ask` and `serve` name and load the weights."""
+    p.add_argument("--model", required=True, metavar="DIR|ID", help="checkpoint directory, LoRA adapter directory "
+                   "(loaded over its base) or Hub id org/name[@revision]")
+    p.add_argument("--adapter", default=None, metavar="DIR", help="a LoRA adapter (peft format) merged into the "
+                   "weights at load")
+    p.add_argument("--quantize", default=None, metavar="KIND", help="weight-only quantization at load: int8, or "
+                   "int4 (CUDA only); see docs/serving.md")
 
 
 def register(subparsers) -> None:
@@ -164,7 +181,7 @@ def register(subparsers) -> None:
                               description="Ask the model about one or more audio files. The last argument is the "
                               "question (omit it to send audio only). Example: audior1 ask --model runs/demo "
                               "clip.wav 'How many beeps?' --choice two --choice three")
-    p.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory")
+    add_model_options(p)
     p.add_argument("inputs", nargs="+", metavar="AUDIO... QUESTION", help="audio files (WAV, FLAC, OGG, MP3; any "
                    "length: cut into 25 s chunks), then the question")
     p.add_argument("--choice", action="append", default=[], metavar="TEXT",
@@ -186,7 +203,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="serve a checkpoint over an OpenAI-compatible HTTP API and a web page",
                               description="OpenAI-compatible /v1/chat/completions with audio input and streamed "
                               "reasoning, /v1/models, /health, and a web page at /. Binds 127.0.0.1 unless told.")
-    p.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory")
+    add_model_options(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or set AUDIOR1_API_KEY)")

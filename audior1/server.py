@@ -686,8 +686,10 @@ async def _stream(scheduler: Scheduler, ticket: Ticket, head: dict, job: ChatJob
             scheduler.cancel(handle)
 
 
-def load_engine(model_dir: str | Path, config: ServerConfig, max_batch_size: int = 32) -> tuple[Engine, ServerConfig]:
-    """The engine for a checkpoint (its generation_config.json gives the sampling defaults)."""
-    engine = Engine.from_pretrained(model_dir, max_batch_size=max_batch_size,
+def load_engine(model_dir: str | Path, config: ServerConfig, max_batch_size: int = 32, adapter=None,
+                quantize: str | None = None) -> tuple[Engine, ServerConfig]:
+    """The engine for a checkpoint (its generation_config.json gives the sampling defaults), with an optional
+    LoRA adapter merged and weight-only quantization applied at load."""
+    engine = Engine.from_pretrained(model_dir, max_batch_size=max_batch_size, adapter=adapter, quantize=quantize,
                                     processor_kwargs={"max_audio_seconds": config.max_audio_seconds})
     return engine, config

@@ -32,6 +32,6 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
   echo "installing torch==$TORCH_VERSION (CPU build)"
   "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" 2>&1 | grep -v "^WARNING: Location" || true
 fi
-echo "installing audior1 and its test dependencies"
-"$VENV/bin/python" -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+echo "installing audior1, its LoRA and quantization extras, and its test dependencies"
+"$VENV/bin/python" -m pip install -q -e ".[lora,quant,test]" 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import torch, audior1; print(f'audior1 {audior1.__version__} ready (torch {torch.__version__})')"

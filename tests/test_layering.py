@@ -8,7 +8,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "audior1"
 
 # docs/design.md §6.2, bottom to top. A package's modules share its floor unless named on their own.
 FLOORS = {
-    "config": 0, "audio": 0, "sampling": 0,
+    "config": 0, "audio": 0, "sampling": 0, "sources": 0,
+    "lora": 1, "quantize": 1,
     "chat": 1, "model": 1,
     "processor": 2, "checkpoint": 2,
     "engine": 3,

@@ -95,25 +95,32 @@ class RequestError(RuntimeError):
     """One request was refused (4xx): recorded for that item, the run goes on."""
 
 
-def local_backend(model_dir: str, *, concurrency: int = 8, dtype=None, device=None, **_) -> Backend:
-    """A backend over the local inference engine (`--model DIR`); `concurrency` is its batch size."""
-    return LocalBackend(model_dir, batch_size=concurrency, dtype=dtype, device=device)
+def local_backend(model_dir: str, *, concurrency: int = 8, dtype=None, device=None, adapter=None, quantize=None,
+                  **_) -> Backend:
+    """A backend over the local inference engine (`--model DIR`, `--adapter`, `--quantize`); `concurrency` is
+    its batch size."""
+    return LocalBackend(model_dir, batch_size=concurrency, dtype=dtype, device=device, adapter=adapter,
+                        quantize=quantize)
 
 
 class LocalBackend:
     """Batched generation with `audior1.engine` in this process: items go through the same Processor as
     training, `n` samples share one prefill, and think budgets are enforced by the engine in one pass."""
 
-    def __init__(self, model_dir: str, *, batch_size: int = 8, dtype=None, device=None, engine=None):
+    def __init__(self, model_dir: str, *, batch_size: int = 8, dtype=None, device=None, engine=None, adapter=None,
+                 quantize=None):
         from audior1.engine import Engine
 
         self.model_dir = str(model_dir)
+        self.adapter, self.quantize = (str(adapter) if adapter else None), quantize
         self.batch_size = max(1, batch_size)
-        self.engine = engine or Engine.from_pretrained(model_dir, dtype=dtype, device=device)
+        self.engine = engine or Engine.from_pretrained(model_dir, dtype=dtype, device=device, adapter=adapter,
+                                                       quantize=quantize)
 
     def describe(self) -> dict:
         config = self.engine.model.config
-        return {"backend": "local", "model_dir": self.model_dir, "dtype": str(self.engine.model.dtype),
+        extra = {k: v for k, v in (("adapter", self.adapter), ("quantize", self.quantize)) if v}
+        return {"backend": "local", "model_dir": self.model_dir, **extra, "dtype": str(self.engine.model.dtype),
                 "device": str(self.engine.model.device), "layers": config.text.num_hidden_layers,
                 "hidden_size": config.text.hidden_size}
 

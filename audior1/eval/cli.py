@@ -53,7 +53,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--revision", help="dataset revision to record (e.g. MMAU v05.15.25)")
     p.add_argument("--limit", type=int, metavar="M", help="only the first M items")
     src = p.add_argument_group("model (one of)")
-    src.add_argument("--model", metavar="DIR", help="a local checkpoint directory (needs the local engine)")
+    src.add_argument("--model", metavar="DIR", help="a checkpoint directory, LoRA adapter directory or Hub id "
+                     "(org/name[@revision]) run by the local engine")
+    src.add_argument("--adapter", metavar="DIR", help="with --model: a LoRA adapter (peft format) merged at load")
+    src.add_argument("--quantize", metavar="KIND", help="with --model: weight-only quantization at load, int8 or "
+                     "int4 (int4 needs CUDA); see docs/serving.md")
     src.add_argument("--endpoint", metavar="URL", help="an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     src.add_argument("--served-model", metavar="NAME", help="the model name the server knows")
     src.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
@@ -145,6 +149,8 @@ def _run(args) -> None:
         raise UsageError("give either --model DIR or --endpoint URL --served-model NAME")
     if args.endpoint and not args.served_model:
         raise UsageError("--endpoint needs --served-model NAME")
+    if args.endpoint and (args.adapter or args.quantize):
+        raise UsageError("--adapter and --quantize apply to a local --model, not to an --endpoint")
     if args.think_budget is not None and args.think_budgets:
         raise UsageError("--think-budget and --think-budgets are exclusive")
     try:
@@ -175,7 +181,7 @@ def _run(args) -> None:
                       concurrency=args.concurrency)
         judge.check()
     if args.model:
-        backend = local_backend(args.model, concurrency=args.concurrency)
+        backend = local_backend(args.model, concurrency=args.concurrency, adapter=args.adapter, quantize=args.quantize)
     else:
         backend = OpenAIBackend(args.endpoint, args.served_model, concurrency=args.concurrency, timeout=args.timeout,
                                 api_key=os.environ.get(args.api_key_env), vllm=not args.plain_openai)

@@ -68,7 +68,8 @@ def cmd_memory(args) -> None:
         raise SystemExit(2)
     rows = estimate(args.preset, args.gpus, seq_len=args.seq_len, micro_batch=args.micro_batch,
                     trainable=args.trainable.split(","), activation_checkpointing=not args.no_checkpointing,
-                    algo=args.algo, kl=args.kl)
+                    algo=args.algo, kl=args.kl, lora_rank=args.lora_rank, lora_targets=args.lora_targets.split(","),
+                    base_dtype=args.base_dtype)
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
 
 
@@ -129,6 +130,11 @@ def register(subparsers) -> None:
                    help="ppo adds a value model of the policy's size")
     m.add_argument("--kl", action="store_true", help="RL with kl_coef > 0: count the frozen reference policy")
     m.add_argument("--no-checkpointing", action="store_true", help="without activation checkpointing")
+    m.add_argument("--lora-rank", type=int, default=None, metavar="R", help="LoRA of rank R instead of full training "
+                   "(the base frozen; --trainable is then not used)")
+    m.add_argument("--lora-targets", default="attention,mlp", help="LoRA targets: attention, mlp, adapter or layer names")
+    m.add_argument("--base-dtype", choices=["bfloat16", "float32"], default="bfloat16",
+                   help="the frozen base's dtype with LoRA (default bfloat16)")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_memory)
 

@@ -97,6 +97,33 @@ class Optim:
 
 
 @dataclass
+class Lora:
+    """LoRA instead of full fine-tuning (`lora:` in the YAML; absent or null: full fine-tuning). The base is
+    frozen (`trainable` is then not used) and rank-`r` adapters of the `targets` train (audior1/train/lora.py);
+    checkpoints hold the adapter in peft's format, which every tool loads over `model`."""
+
+    r: int = 16  # rank
+    alpha: float = 32.0  # scaling s = alpha / r
+    dropout: float = 0.0  # dropout on the adapters' input (training only)
+    # groups — attention (q/k/v/o_proj), mlp (gate/up/down_proj), adapter (the audio adapter's linear1/2) —
+    # or names of linear layers
+    targets: list[str] = field(default_factory=lambda: ["attention", "mlp"])
+    base_dtype: str = "float32"  # bfloat16: keep the frozen base in bf16 (needs dtype: bfloat16); adapters fp32
+
+    def problems(self) -> list[str]:
+        problems = []
+        if self.r < 1:
+            problems.append(f"lora.r must be ≥ 1, got {self.r}")
+        if self.alpha <= 0:
+            problems.append(f"lora.alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if not self.targets:
+            problems.append("lora.targets must name at least one group (attention, mlp, adapter) or linear layer")
+        return problems + _one_of("lora.base_dtype", self.base_dtype, DTYPES)
+
+
+@dataclass
 class RunDirs:
     """First in every config: where a run starts from and where it writes."""
 
@@ -116,6 +143,7 @@ class TrainConfig(RunDirs):
     trainable: list[str] = field(default_factory=lambda: ["adapter", "decoder"])  # subset of encoder/adapter/decoder
     dtype: str = "float32"  # compute dtype; bfloat16 = autocast with fp32 master weights
     activation_checkpointing: bool = False  # recompute each decoder layer in the backward pass
+    lora: Lora | None = None  # LoRA adapters instead of full fine-tuning (see `Lora`); null: full fine-tuning
 
     # ---- how long, in what pieces
     max_steps: int = 1000  # optimizer steps (RL: rollout steps)
@@ -153,6 +181,11 @@ class TrainConfig(RunDirs):
         if bad or not self.trainable:
             problems.append(f"trainable must be a non-empty subset of {', '.join(PARTS)}, got {self.trainable}")
         problems += _one_of("dtype", self.dtype, DTYPES)
+        if self.lora is not None:
+            problems += self.lora.problems()
+            if self.lora.base_dtype == "bfloat16" and self.dtype != "bfloat16":
+                problems.append("lora.base_dtype bfloat16 needs dtype: bfloat16 (the frozen bf16 base and the fp32 "
+                                "adapters meet under bf16 autocast)")
         if self.max_steps < self.MIN_STEPS:
             problems.append(f"max_steps must be ≥ {self.MIN_STEPS}, got {self.max_steps}")
         for name in ("micro_batch_size", "log_every"):

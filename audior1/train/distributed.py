@@ -169,26 +169,30 @@ def local_region(t: torch.Tensor) -> tuple[slice, ...] | None:
 
 @torch.no_grad()
 def load_sharded(root: nn.Module, source: WeightSource, device: torch.device, prefix: str = "",
-                 fresh: tuple[str, ...] = ()) -> None:
+                 fresh: tuple[str, ...] = (), rename=None) -> None:
     """Allocate the shards of `root` (wrapped by `shard` while on the meta device) on `device` and fill
     each from the checkpoint: this process's rows only, one tensor at a time, cast to the parameter's
     dtype. `prefix` maps the checkpoint's names to root's (Policy and ValueModel hold the network as
     `model.`). Parameters under a `fresh` prefix are not in the checkpoint (the value head): the caller
-    initialises them. Buffers are computed (`init_buffers`). Runs no collective (see `agree`)."""
+    initialises them. `rename` maps a checkpoint name (after `prefix`) to root's parameter name where the two
+    differ (LoRA-wrapped layers: `train.lora.checkpoint_name_map`); parameters under a `fresh` prefix or
+    containing `.lora_` are the caller's to fill. Buffers are computed (`init_buffers`). Runs no collective
+    (see `agree`)."""
     from torch.distributed.tensor import DTensor
 
     root.to_empty(device=device)
     params = dict(root.named_parameters())
     filled = set()
-    for name, value in read_weights(source, lambda n: local_region(params[prefix + n])):
-        target = params[prefix + name]
+    rename = rename or (lambda n: n)
+    for name, value in read_weights(source, lambda n: local_region(params[rename(prefix + n)])):
+        target = params[rename(prefix + name)]
         local = target.to_local() if isinstance(target, DTensor) else target
         if tuple(local.shape) != tuple(value.shape):  # the chunk rule above disagrees with FSDP: never guess
             raise RuntimeError(f"{source.where}: {name}: this process holds a {list(local.shape)} shard, "
                                f"but its rows of the checkpoint tensor are {list(value.shape)}")
         local.copy_(value)
-        filled.add(prefix + name)
-    unfilled = [n for n in params if n not in filled and not n.startswith(fresh)]
+        filled.add(rename(prefix + name))
+    unfilled = [n for n in params if n not in filled and not n.startswith(fresh) and ".lora_" not in n]
     if unfilled:
         raise RuntimeError(f"{source.where} does not fill {', '.join(unfilled[:5])} (is the prefix right?)")
     _init_all_buffers(root, device)
@@ -206,7 +210,8 @@ def _init_all_buffers(root: nn.Module, device: torch.device) -> None:
         raise RuntimeError(f"load_sharded does not know how to initialise buffers {', '.join(stray)}")
 
 
-def _full(t: torch.Tensor) -> torch.Tensor:
+def full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor (gathered when it is an FSDP shard: a collective)."""
     from torch.distributed.tensor import DTensor
 
     return t.full_tensor() if isinstance(t, DTensor) else t
@@ -215,16 +220,19 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 def full_state_items(module: nn.Module):
     """(name, full tensor) for every state-dict entry; a collective under FSDP (all ranks must iterate)."""
     for name, t in module.state_dict().items():
-        yield name, _full(t).detach()
+        yield name, full(t).detach()
 
 
 @torch.no_grad()
 def sync_copy(dst: nn.Module, src: nn.Module) -> None:
-    """Copy src's (possibly sharded) weights into the plain module dst, on every rank. Every entry of dst
-    must be written (dst may come from `checkpoint.materialize`, uninitialised)."""
+    """Copy src's (possibly sharded) weights into the plain module dst, on every rank; LoRA-wrapped layers
+    arrive merged. Every entry of dst must be written (dst may come from `checkpoint.materialize`,
+    uninitialised)."""
+    from audior1.train import lora
+
     dst_state = dst.state_dict()
     written = set()
-    for name, t in full_state_items(src):
+    for name, t in (lora.merged_state_items(src) if lora.has_lora(src) else full_state_items(src)):
         dst_state[name].copy_(t)
         written.add(name)
     if written != set(dst_state):
@@ -240,4 +248,4 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> float:
         norm = torch.nn.utils.clip_grad_norm_(grads, max_norm)
     else:
         norm = torch.nn.utils.get_total_norm([p.grad for p in grads])
-    return float(_full(norm))
+    return float(full(norm))

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from audior1.checkpoint import WeightSource, load_model, load_part, materialize, open_checkpoint
 from audior1.processor import Processor
-from audior1.train import distributed, state
+from audior1.train import distributed, lora, state
 from audior1.train.config import Optim, dump_yaml
 from audior1.train.data import AudioStore, render, user_message
 from audior1.train.distributed import Dist
@@ -63,6 +63,7 @@ class Run:
     infer_copy: torch.nn.Module | None = None
     extra: dict = field(default_factory=dict)
     weights: WeightSource | None = None  # torchrun: the checked plan that `shard` fills `model` from
+    lora_values: dict | None = None  # torchrun with LoRA: the adapters' values, for `shard` to fill in
 
     @property
     def tokenizer(self):
@@ -104,7 +105,11 @@ class Run:
             return
         distributed.shard(root, network.model.layers, self.compute_dtype)
         weights = weights or self.weights
-        distributed.agree(self.d, lambda: distributed.load_sharded(root, weights, self.d.device, prefix, fresh))
+        rename = lora.checkpoint_name_map(root) if lora.has_lora(network) else None
+        distributed.agree(self.d, lambda: distributed.load_sharded(root, weights, self.d.device, prefix, fresh,
+                                                                   rename))
+        if network is self.model and self.lora_values is not None:
+            lora.fill(network, self.lora_values)
 
 
 def load_or_plan(d: Dist, path: Path | str, dtype: torch.dtype) -> tuple[torch.nn.Module, WeightSource | None]:
@@ -134,11 +139,21 @@ def start(cfg, resume) -> Run:
     resume_from = state.resolve_resume(cfg.out_dir, resume) if d.main else None
     resume_from = d.broadcast_object(str(resume_from) if resume_from else None)
     resume_from = Path(resume_from) if resume_from else None
-    start_dir = resume_from or Path(cfg.model)
+    # LoRA checkpoints hold only the adapter: a resumed LoRA run starts from `model` and restores the adapter
+    start_dir = resume_from if resume_from and not cfg.lora else Path(cfg.model)
     torch.manual_seed(cfg.seed)
-    model, weights = load_or_plan(d, start_dir, torch.float32)  # fp32 master weights
+    base_dtype = torch.bfloat16 if cfg.lora and cfg.lora.base_dtype == "bfloat16" else torch.float32
+    model, weights = load_or_plan(d, start_dir, base_dtype)  # fp32 master weights (or a frozen bf16 LoRA base)
     processor = Processor.from_pretrained(start_dir)
-    n_trainable = set_trainable(model, cfg.trainable)
+    lora_values = None
+    if cfg.lora:
+        n_trainable = lora.inject(model, cfg.lora)
+        lora_values = lora.saved_values(model, resume_from) if resume_from else lora.initial_values(model, cfg.seed)
+        if not d.enabled:  # torchrun: `Run.shard` fills them once the model is sharded
+            lora.fill(model, lora_values)
+            lora_values = None
+    else:
+        n_trainable = set_trainable(model, cfg.trainable)
     resume_step = state.load_trainer_state(resume_from)["step"] if resume_from else None
     log = RunLog(cfg.out_dir, enabled=d.main, tensorboard=cfg.tensorboard, resume_step=resume_step)
     cache_dir = cfg.feature_cache
@@ -153,9 +168,12 @@ def start(cfg, resume) -> Run:
         where = f"resuming from {resume_from}" if resume_from else f"starting from {cfg.model}"
         if resume and not resume_from:  # `--resume` with nothing to resume is a fresh start: say so
             where = f"--resume: no checkpoint in {cfg.out_dir}, so step 0; {where}"
-        log.info(f"{where}; {n_trainable:,} trainable parameters ({', '.join(cfg.trainable)}); "
+        what = (f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha:g} on {', '.join(cfg.lora.targets)}; base frozen in "
+                f"{cfg.lora.base_dtype}" if cfg.lora else ", ".join(cfg.trainable))
+        log.info(f"{where}; {n_trainable:,} trainable parameters ({what}); "
                  f"{d.world} process(es) on {d.device}; dtype {cfg.dtype}")
-    return Run(cfg, d, model, processor, store, log, resume_from, start_dir, n_trainable, weights=weights)
+    return Run(cfg, d, model, processor, store, log, resume_from, start_dir, n_trainable, weights=weights,
+               lora_values=lora_values)
 
 
 def execute(cfg, resume, train_loop: Callable[[Run, Any], dict]) -> dict:
@@ -247,7 +265,7 @@ class Checkpointer:
               "kind": self.kind, "world": self.run.d.world}
         path = state.save(self.run.cfg.out_dir, step, self.run.d, model=self.run.model, tokenizer=self.run.tokenizer,
                           optimizers=self.optimizers, trainer_state=ts, value_model=self.value_model,
-                          keep=self.run.cfg.keep_checkpoints)
+                          keep=self.run.cfg.keep_checkpoints, lora_of=self.run.cfg if self.run.cfg.lora else None)
         self.run.log.info(f"saved checkpoint {path}", step)
         return path
 

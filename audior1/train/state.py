@@ -7,6 +7,8 @@ Layout of `OUT/checkpoints/step-000200/`:
                                                (sharded under FSDP; re-shardable to another world size)
   rng-{rank}.json                              each rank's torch RNG state
   trainer_state.json                           step, data position, RL alarm state, kind, world size (written last)
+A LoRA run writes adapter_config.json + adapter_model.safetensors (peft's format, naming the run's `model` as
+the base) in place of the model files; every tool loads that directory as base + adapter.
 
 Design choices
 - Atomic: everything is written into `.tmp-step-000200/` and renamed when complete; a kill -9 at any moment
@@ -83,10 +85,11 @@ def set_rng_state(state: dict) -> None:
 
 def save(out_dir: str | Path, step: int, d: Dist, *, model: torch.nn.Module, tokenizer,
          optimizers: dict[str, tuple[torch.nn.Module, torch.optim.Optimizer]], trainer_state: dict,
-         value_model: torch.nn.Module | None = None, keep: int = 2) -> Path:
+         value_model: torch.nn.Module | None = None, keep: int = 2, lora_of=None) -> Path:
     """Write checkpoint `step` atomically (a collective: every rank calls it). `model` is the
     StepAudioR1ForCausalLM (possibly inside an FSDP root); `optimizers` maps a name to (the module FSDP
-    wraps, its optimizer)."""
+    wraps, its optimizer). `lora_of`: the config of a LoRA run, whose checkpoint holds the adapter (peft's
+    files, naming `model` as its base) instead of the whole model."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
@@ -97,8 +100,12 @@ def save(out_dir: str | Path, step: int, d: Dist, *, model: torch.nn.Module, tok
         tmp.mkdir(parents=True)
     d.barrier()
 
-    items = full_state_items(model)
-    if d.main:
+    if lora_of is not None:
+        from audior1.train import lora
+
+        lora.save(model, lora_of, tmp, d.main)
+    items = full_state_items(model) if lora_of is None else iter(())
+    if d.main and lora_of is None:
         write_tensors(tmp, items, dtype_name=str(model.dtype).removeprefix("torch."))
         config = copy.deepcopy(model.config)  # the live model's config must not change as a side effect
         config.torch_dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(model.dtype, "float32")
