@@ -21,15 +21,35 @@ COMMAND_GROUPS = ("audior1.data.cli", "audior1.eval.cli", "audior1.serve_cli", "
                   "audior1.mgrd.cli")
 
 
+def torch_device(name: str):
+    import torch
+
+    return torch.device(name)
+
+
 def cmd_init(args) -> None:
     from audior1.checkpoint import init_checkpoint, meta_summary
     from audior1.config import preset
 
     if args.meta:
+        if args.quantize:
+            from audior1.quantize import check
+
+            check(args.quantize, torch_device("cuda"))  # an unknown kind fails first; int4 is counted for CUDA
         s = meta_summary(preset(args.preset))
         print(f"{args.preset}: {s.billions:.2f} B parameters, {s.tensors} tensors, "
               f"{s.bytes / 1e9:.2f} GB in {s.dtype} (meta device: nothing allocated)")
+        if args.quantize:
+            from audior1.checkpoint import meta_shapes
+            from audior1.quantize import quantized_bytes
+
+            q = quantized_bytes(meta_shapes(preset(args.preset)), args.quantize, s.bytes // s.parameters)
+            print(f"with --quantize {args.quantize}: {q / 1e9:.2f} GB of weights ({s.bytes / q:.2f}× less; decoder "
+                  f"linear layers {args.quantize} weight-only, embedding, head, norms and audio encoder in {s.dtype})")
         return
+    if args.quantize:
+        raise SystemExit("audior1 init: --quantize only counts, with --meta (weights are quantized at load: "
+                         "ask/serve/eval --quantize)")
     if args.out_dir is None:
         raise SystemExit("audior1 init: OUT_DIR is required unless --meta is given")
     s = init_checkpoint(args.preset, args.out_dir, seed=args.seed, dtype=args.dtype,
@@ -120,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", required=True, help="tiny | demo | step-audio-2-mini | step-audio-r1")
     p.add_argument("out_dir", nargs="?", metavar="OUT_DIR")
     p.add_argument("--meta", action="store_true", help="only count parameters/tensors (allocates nothing)")
+    p.add_argument("--quantize", default=None, metavar="KIND", help="with --meta: also print the weights' size "
+                   "with int8 or int4 weight-only quantization of the decoder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the preset's)")
     p.add_argument("--max-shard-gb", type=float, default=5.0)

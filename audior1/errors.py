@@ -10,8 +10,9 @@ from audior1.config import ConfigError
 from audior1.data import DataError, ManifestError
 from audior1.lora import AdapterError
 from audior1.processor import MessageError
+from audior1.quantize import QuantizeError
 from audior1.sources import SourceError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (AdapterError, AudioError, CheckpointError, ConfigError,
                                                  ConversationError, DataError, ManifestError, MessageError,
-                                                 SourceError, TokenizerError, FileNotFoundError, NotADirectoryError)
+                                                 QuantizeError, SourceError, TokenizerError, FileNotFoundError, NotADirectoryError)
