@@ -41,13 +41,15 @@ from audior1.model import StepAudioR1ForCausalLM
 
 
 class Dist:
-    def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0, device: torch.device | None = None):
+    def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0, device: torch.device | None = None,
+                 grouped: bool = False):
         self.rank, self.world, self.local_rank = rank, world, local_rank
         self.device = device or torch.device("cpu")
+        self.grouped = grouped  # a process group even with one process (SHARD_ONE_PROCESS)
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.world > 1 or self.grouped
 
     @property
     def main(self) -> bool:
@@ -84,10 +86,16 @@ class Dist:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
 
 
+# Under torchrun with one process, AUDIOR1_SHARD_ONE_PROCESS=1 still joins a process group and shards with FSDP2
+# (a world of one): how one GPU exercises the nccl / FSDP2 path (scripts/gpu-check.sh).
+SHARD_ONE_PROCESS = "AUDIOR1_SHARD_ONE_PROCESS"
+
+
 def init() -> Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1, or 1 with SHARD_ONE_PROCESS set)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    grouped = world == 1 and "RANK" in os.environ and os.environ.get(SHARD_ONE_PROCESS) == "1"
+    if world <= 1 and not grouped:
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
         return Dist(device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
@@ -98,7 +106,7 @@ def init() -> Dist:
         device, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=60))
-    return Dist(rank, world, local_rank, device)
+    return Dist(rank, world, local_rank, device, grouped)
 
 
 def shutdown(d: Dist) -> None:
