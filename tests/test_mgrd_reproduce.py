@@ -140,6 +140,20 @@ def test_a_perception_checkpoint_trained_before_is_evaluated_not_retrained(tmp_p
         reproduce.load(CONFIG, [f"perception.checkpoint={tmp_path / 'nowhere'}"]).perception_phases()
 
 
+def test_every_seed_is_evaluated_and_audited_on_the_same_items(tmp_path):
+    # effects pair per item across seeds: the eval subset and audit prompts follow the data seed, not the seed
+    cfg = reproduce.load(CONFIG, [f"out_dir={tmp_path}"], quick=True)
+    argv = {}
+    for seed in (0, 1, 2):
+        plan = reproduce.ReproducePlanner(cfg.seed_config(seed), cfg).plan()
+        argv[seed] = [[a for a in st.argv if str(tmp_path) not in a] for st in plan
+                      if st.name.endswith(("eval-items", "selfcog-audit"))]
+    assert len(argv[0]) == 2 and argv[0] == argv[1] == argv[2]
+    cold = [st.files["sft.yaml"] for st in reproduce.ReproducePlanner(cfg.seed_config(1), cfg).plan()
+            if st.name.endswith("cold_start")]
+    assert cold[0]["seed"] == 1  # the training seed still seeds the training
+
+
 def test_bad_claims_and_configs_are_named(tmp_path):
     from audior1.config import ConfigError
 

@@ -72,17 +72,20 @@ class Planner:
         self.add(Stage("00-data", ["data", "synth", "--out", str(self.data), "--split", "all", "--n-per-task",
                                    str(c.data.n_per_task), "--seed", str(c.data.seed), "--tasks", *c.data.tasks,
                                    *_opt("--recordings", c.data.recordings)]))
-        if c.eval.limit:  # a seeded subset of the evaluated split, the same for every round
+        # The evaluated items and the audit prompts are drawn with the data's seed, not the training seed: the
+        # same for every round and for every training seed, so that effects pair per item across seeds
+        if c.eval.limit:  # a seeded subset of the evaluated split
             d = self.dir("eval-items")
             self.add(Stage(d.name, ["curate", "select", str(self.test), "--out", str(d / "selected.jsonl"),
-                                    "--limit", str(c.eval.limit), "--seed", str(c.seed)], summary="summary.json"))
+                                    "--limit", str(c.eval.limit), "--seed", str(c.data.seed)],
+                           summary="summary.json"))
             self.test = d / "selected.jsonl"
         if c.eval.self_cognition:
             d = self.dir("selfcog-audit")
             self.audit_set = str(d / "audit.jsonl")
             split = self.data / f"synth-{c.eval.split}.jsonl"
             self.add(Stage(d.name, ["data", "self-cognition", "--from", str(split), "--out", self.audit_set, "--n",
-                                    str(c.eval.self_cognition), "--seed", str(c.seed)]))
+                                    str(c.eval.self_cognition), "--seed", str(c.data.seed)]))
         if self.model is None:
             d = self.dir("init")
             self.add(Stage(d.name, ["init", "--preset", c.init_preset, str(d / "model"), "--seed", str(c.seed)]))
