@@ -108,11 +108,10 @@ def run(out: Path, *, resume: bool = False, **options) -> None:
 def summary(run_dir: Path, held_out: list[str]) -> list[str]:
     """Greedy test accuracy before (the cold start) and after the last round, seen and held-out question types,
     thinking and not; what the grounding filter kept; one chain before and after on the same item."""
-    from audior1.mgrd.verdicts import chain_before_after, eval_items, stage_dirs
+    from audior1.mgrd.verdicts import chain_before_after, eval_items, last_round, stage_dirs
 
     dirs = stage_dirs(run_dir)
-    rounds = sorted(int(n[4:-6]) for n in dirs if n.startswith("eval") and n.endswith("-think") and n[4:-6].isdigit())
-    T = rounds[-1]
+    T = last_round(dirs)
     rows = {(t, mode): eval_items(dirs[f"eval{t}-{mode}"]) for t in (0, T) for mode in ("think", "no-think")}
     items = rows[(0, "think")]
     held = {i for i, r in items.items() if f"{r.task}:{r.qtype}" in held_out}

@@ -82,6 +82,23 @@ def tiny_model(seed=0, **text_overrides):
     return model.eval()
 
 
+def reference_qwen2(model):
+    """transformers' `Qwen2ForCausalLM` holding `model`'s decoder weights (same names, no key map), on the
+    model's device and dtype: the parity reference."""
+    import transformers
+
+    t = model.config.text
+    cfg = transformers.Qwen2Config(
+        vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
+        num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
+        num_key_value_heads=t.num_key_value_heads, rms_norm_eps=t.rms_norm_eps, rope_theta=t.rope_theta,
+        max_position_embeddings=t.max_position_embeddings, tie_word_embeddings=False)
+    ref = transformers.Qwen2ForCausalLM(cfg).eval()
+    decoder_weights = {k: v for k, v in model.state_dict().items() if k.startswith(("model.", "lm_head."))}
+    ref.load_state_dict(decoder_weights, strict=True)
+    return ref.to(device=model.device, dtype=model.dtype)
+
+
 def mark_history(out_dir: Path) -> None:
     """Before a resume: tag every record already in `out_dir/metrics.jsonl`, so `assert_resumed` can tell the
     steps the resumed run kept from the ones it computed itself."""

@@ -13,7 +13,7 @@ import torch
 
 import audior1
 from audior1.train.cli import main
-from conftest import tiny_model
+from conftest import reference_qwen2, tiny_model
 
 pytestmark = pytest.mark.gpu
 transformers = pytest.importorskip("transformers")
@@ -30,22 +30,10 @@ def peak_memory(request):
                                 "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)}) + "\n")
 
 
-def _qwen2(model):
-    t = model.config.text
-    cfg = transformers.Qwen2Config(
-        vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
-        num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
-        num_key_value_heads=t.num_key_value_heads, rms_norm_eps=t.rms_norm_eps, rope_theta=t.rope_theta,
-        max_position_embeddings=t.max_position_embeddings, tie_word_embeddings=False)
-    ref = transformers.Qwen2ForCausalLM(cfg).eval()
-    ref.load_state_dict({k: v for k, v in model.state_dict().items() if k.startswith(("model.", "lm_head."))})
-    return ref.to(device=model.device, dtype=model.dtype)
-
-
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-3), (torch.bfloat16, 0.15)])
 def test_decoder_matches_transformers_on_cuda(dtype, tolerance):
     model = tiny_model(rope_theta=10000.0).to(device="cuda", dtype=dtype)
-    ref = _qwen2(model)
+    ref = reference_qwen2(model)
     ids = torch.randint(10, model.config.text.vocab_size, (2, 23), generator=torch.Generator().manual_seed(1)).cuda()
     with torch.no_grad():
         ours, theirs = model(ids).logits.float(), ref(ids).logits.float()

@@ -2,25 +2,12 @@
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import reference_qwen2, tiny_model
 
 from audior1.config import preset
 from audior1.model import IGNORE_INDEX, StepAudioR1ForCausalLM, _encoder_key_bias
 
 transformers = pytest.importorskip("transformers")
-
-
-def reference_qwen2(model):
-    t = model.config.text
-    cfg = transformers.Qwen2Config(
-        vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
-        num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
-        num_key_value_heads=t.num_key_value_heads, rms_norm_eps=t.rms_norm_eps, rope_theta=t.rope_theta,
-        max_position_embeddings=t.max_position_embeddings, tie_word_embeddings=False)
-    ref = transformers.Qwen2ForCausalLM(cfg).eval()
-    decoder_weights = {k: v for k, v in model.state_dict().items() if k.startswith(("model.", "lm_head."))}
-    ref.load_state_dict(decoder_weights, strict=True)  # same names, no key map
-    return ref
 
 
 def test_decoder_matches_transformers_qwen2():

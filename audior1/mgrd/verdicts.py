@@ -42,6 +42,11 @@ def stage_dirs(seed_dir: Path) -> dict[str, Path]:
     return out
 
 
+def last_round(stages: dict[str, Path]) -> int:
+    """The last MGRD round evaluated among a run's finished stages (0: the cold start only)."""
+    return max((int(m[1]) for name in stages if (m := re.fullmatch(r"eval(\d+)-think", name))), default=0)
+
+
 def perception_phases(out: Path) -> list[Path]:
     """The perception stage's phase directories (OUT/perception/phase-N), in order."""
     return sorted((out / "perception").glob("phase-*"), key=lambda d: int(d.name.split("-")[1]))
@@ -215,8 +220,7 @@ class Seeds:
         return [refusals(self.dirs[s][stage]) for s in self.seeds if stage in self.dirs[s]]
 
     def last_round(self) -> int:
-        rounds = [int(m[1]) for d in self.dirs.values() for n in d if (m := re.fullmatch(r"eval(\d+)-think", n))]
-        return max(rounds, default=0)
+        return max((last_round(d) for d in self.dirs.values()), default=0)
 
 
 def groups(s: Seeds, held_out: list[str], traps: list[str]) -> dict[str, set[str]]:
