@@ -42,8 +42,8 @@ def test_a_tiny_model_learns_with_lora_and_only_the_adapter_is_saved(assets, tmp
     peft's two files (+ trainer state), naming the base; the base's weights are untouched."""
     out = tmp_path / "run"
     train_items = str(assets / "synth" / "synth-train.jsonl")
-    cfg = lora_config(tmp_path / "c.yaml", assets, out, max_steps=100, dev_manifest=train_items, eval_items=8,
-                      eval_every=50, eval_max_tokens=24, log_every=10)
+    cfg = lora_config(tmp_path / "c.yaml", assets, out, max_steps=200, dev_manifest=train_items, eval_items=8,
+                      eval_every=50, eval_max_tokens=24, log_every=10, optim={"lr": 2e-2})
     assert main(["sft", "--config", str(cfg)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     evals = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "eval"]
