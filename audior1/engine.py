@@ -27,11 +27,20 @@ Design choices
   thinking budget forces `\\n</think>\\n` after `max_think_tokens` reasoning tokens and lets the model answer.
 - Stop strings apply to all generated text (reasoning included), as in vLLM; the text is cut before the stop
   string. Stop token ids end a row and are not part of its output.
+- Log-probs (`SamplingParams.logprobs`) are those of the distribution the trainer recomputes
+  (`train.losses.token_logprobs`): log_softmax(logits / T) over the whole vocabulary, after the repetition
+  penalty but before the audio-placeholder mask and top-k/top-p (T = 1 for greedy rows). They are computed
+  only for the rows that ask, from a copy taken before `_choose` masks the logits in place, and never touch
+  the draws: a seeded request gives the same tokens with or without them.
+- An RL trainer can hold the engine still and replace its weights in place (`hold_new`, `abort_in_flight`,
+  `check_weights`, `load_weights`; the server's `/pause` … `/resume`). Nothing in the engine is derived from
+  weight values except the KV cache of running rows; after new weights arrive those rows' caches are
+  recomputed from their tokens at the next step (vLLM's `clear_cache`), unless told to keep them. A
+  quantized model refuses updates: its weights are packed copies that a float tensor cannot be copied into.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -63,6 +72,7 @@ class SamplingParams:
     max_think_tokens: int | None = None  # thinking budget; None → unbounded
     think: bool = True  # False → the prompt closes an empty think block and the model answers directly
     skip_special_tokens: bool = False  # drop special tokens (not <think>/</think>) from the text
+    logprobs: bool = False  # record each chosen token's log-prob (see `Completion.logprobs`)
 
     def validate(self) -> "SamplingParams":
         problems = []
@@ -110,6 +120,9 @@ class Completion:
     # Indices into token_ids of the tokens the engine forced (a spent thinking budget's `\n</think>\n`): they
     # were not sampled, so RL must not train on them.
     forced_positions: list[int] = field(default_factory=list)
+    # With `SamplingParams.logprobs`: log_softmax(logits / T)[token] of every token of token_ids, then one more
+    # for the stop token when stop_reason is an int (it was sampled; RL trains on it). None otherwise.
+    logprobs: list[float] | None = None
 
     @property
     def completion_tokens(self) -> int:
@@ -140,6 +153,7 @@ class _Sample:
         self.reasoning_tokens = 0
         self.forced: list[int] = []
         self.forced_at: list[int] = []  # positions in `ids` of the tokens taken from `forced`
+        self.logprobs: list[float] = []  # one per chosen token (the stop token included), if asked
         self.generator = generator
         self._uniforms: list[float] = []
         self.finish_reason: str | None = None
@@ -209,9 +223,12 @@ class Engine:
         self.think_close_ids = self.tokenizer.encode(REASONING_END.lstrip("\n"))  # after a text ending in \n
         self.max_context = model.config.text.max_position_embeddings
         self.generation_defaults: dict = {}  # the checkpoint's sampling defaults (set by from_pretrained)
-        self._ids = itertools.count()
+        self._next_id = 0  # request ids, handed out under the lock: `_pending` stays in id order
+        self._hold_from: int | None = None  # requests with an id from here on wait (see `hold_new`)
         self._pending: list[Request] = []
         self._lock = threading.Lock()
+        self._stale_cache = False  # the running rows' KV cache predates the weights (see `load_weights`)
+        self.quantized: str | None = None  # set by from_pretrained(quantize=…): weight updates are refused
         self._reset()
         self._fast_decoder = FastDecoder(model)
         self._audio_token_ids = [i for i in (self.tokenizer.audio_start_id, self.tokenizer.audio_end_id,
@@ -235,6 +252,7 @@ class Engine:
         engine = cls(load_model(path, dtype=dtype, device=device, adapter=adapter, quantize=quantize),
                      Processor.from_pretrained(path, **(processor_kwargs or {})), **kwargs)
         engine.generation_defaults = generation_defaults(path)
+        engine.quantized = quantize or None
         return engine
 
     def sampling_params(self, **explicit) -> SamplingParams:
@@ -268,8 +286,9 @@ class Engine:
         if len(encoded.input_ids) + params.max_tokens > self.max_context:
             raise ValueError(f"prompt of {len(encoded.input_ids)} tokens + max_tokens {params.max_tokens} exceeds "
                              f"the model's context of {self.max_context} tokens")
-        request = Request(next(self._ids), encoded, params, on_piece, in_reasoning)
         with self._lock:
+            request = Request(self._next_id, encoded, params, on_piece, in_reasoning)
+            self._next_id += 1
             self._pending.append(request)
         return request
 
@@ -279,7 +298,89 @@ class Engine:
 
     @property
     def busy(self) -> bool:
-        return bool(self._rows or self._pending)
+        """Whether `step()` has anything to do: running rows, or a waiting request it may admit."""
+        with self._lock:
+            return bool(self._rows) or bool(self._pending and self._admissible(self._pending[0]))
+
+    def _admissible(self, request: Request) -> bool:
+        return self._hold_from is None or request.id < self._hold_from
+
+    # ---- holding still (RL weight updates) ----
+
+    def hold_new(self) -> None:
+        """From now on, requests added later wait in the queue until `release_new()`; those already added
+        (running or waiting) are unaffected: `step()` still runs them, so they can drain."""
+        with self._lock:
+            if self._hold_from is None:
+                self._hold_from = self._next_id
+
+    def release_new(self) -> None:
+        with self._lock:
+            self._hold_from = None
+
+    def abort_in_flight(self) -> list[Request]:
+        """Cancel and finish at once every request not held back by `hold_new` (running or waiting); they
+        end with finish_reason "cancelled" and what they had generated. Call it only while no `step()` runs."""
+        with self._lock:
+            aborted = [r for r in self._pending if self._admissible(r)]
+        aborted += list({id(s.request): s.request for s in self._rows}.values())
+        for r in aborted:
+            r.cancelled = True
+        self._drop_cancelled()
+        return aborted
+
+    # ---- weights (RL: new policy weights in place) ----
+
+    def weight_refusal(self) -> str | None:
+        """Why this engine's weights cannot be replaced in place, or None when they can."""
+        packed = [k for k, v in self.model.state_dict(keep_vars=True).items() if type(v.data) is not torch.Tensor]
+        if self.quantized or packed:  # torchao's weights are tensor subclasses, even when built elsewhere
+            how = f"loaded with --quantize {self.quantized}" if self.quantized else f"quantized ({packed[0]}, …)"
+            return (f"the model was {how}: its decoder weights are packed quantized copies, not float tensors a "
+                    "new policy can be copied into; serve it unquantized for RL rollouts")
+        if not FastDecoder.supports(self.model):
+            return ("the model's layers are wrapped (e.g. training-time LoRA layers): its state-dict names are not "
+                    "the checkpoint's")
+        return None
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor an update may name (the checkpoint names: `model.state_dict()`'s) and its shape."""
+        return {k: tuple(v.shape) for k, v in self.model.state_dict(keep_vars=True).items()}
+
+    def check_weights(self, tensors: dict[str, torch.Tensor]) -> list[str]:
+        """Every reason these tensors cannot be copied into the model (empty: they all can): an unknown name,
+        a shape that differs, a tensor that is not floating point, or values that are not finite."""
+        shapes = self.weight_shapes()
+        problems = []
+        for name, value in tensors.items():
+            if name not in shapes:
+                problems.append(f"unknown tensor {name!r} (the model has no such weight; names are the "
+                                "checkpoint's, e.g. 'model.layers.0.self_attn.q_proj.weight')")
+            elif tuple(value.shape) != shapes[name]:
+                problems.append(f"{name} has shape {list(value.shape)}, the model's is {list(shapes[name])}")
+            elif not value.is_floating_point():
+                problems.append(f"{name} is {str(value.dtype).removeprefix('torch.')}, not a floating-point tensor")
+            elif not bool(torch.isfinite(value).all()):
+                problems.append(f"{name} holds NaN or infinite values")
+        return problems
+
+    @torch.no_grad()
+    def load_weights(self, tensors, clear_cache: bool = True) -> int:
+        """Copy (name, tensor) pairs into the model in place (cast to its dtype and device), one at a time;
+        check them first (`check_weights`). Call only while no `step()` runs. Rows already running keep
+        their tokens; their KV cache, computed with the old weights, is recomputed at the next step unless
+        `clear_cache` is False (then their context stays as the old weights saw it). Returns how many."""
+        targets = self.model.state_dict(keep_vars=True)
+        n = 0
+        for name, value in tensors:
+            self._stale_cache = self._stale_cache or (clear_cache and bool(self._rows))
+            self._copy_weight(targets[name], value)
+            n += 1
+        return n
+
+    @staticmethod
+    def _copy_weight(target: torch.Tensor, value: torch.Tensor) -> None:
+        target.copy_(value)  # in place: the lean decode step holds these very tensors
 
     @property
     def num_running(self) -> int:
@@ -311,12 +412,14 @@ class Engine:
         return Encoded(ids[: last + 1] + self.tokenizer.encode(tail), encoded.audio, encoded.loss_mask)
 
     def completions(self, request: Request) -> list[Completion]:
+        """One Completion per sample; a request cancelled before its prefill gets `n` empty ones."""
+        samples = request.samples or [_Sample(request, j, self.tokenizer, None) for j in range(request.params.n)]
         out = []
-        for s in request.samples:
+        for s in samples:
             split = split_reasoning(s.text, request.starts_in_reasoning)
             out.append(Completion(s.text, split.reasoning, split.answer, list(s.ids), s.finish_reason or "cancelled",
                                   s.reasoning_tokens, request.prompt_tokens, split.closed, s.stop_reason,
-                                  list(s.forced_at)))
+                                  list(s.forced_at), list(s.logprobs) if s.params.logprobs else None))
         return out
 
     # ---- the loop ----
@@ -325,6 +428,15 @@ class Engine:
     def step(self) -> None:
         """Admit waiting requests (one batched prefill), then advance every running row by one token."""
         self._drop_cancelled()
+        if self._stale_cache:
+            self._stale_cache = False
+            try:  # rows may all have been cancelled since; then there is nothing to recompute
+                if self._rows:
+                    self._refresh_cache()
+            except Exception as e:  # noqa: BLE001 - the running rows cannot go on; the engine can
+                log.exception("recomputing the KV cache after a weight update failed")
+                self._fail([], f"recomputing the cache after a weight update failed: {type(e).__name__}: {e}",
+                           everyone=True)
         admitted = self._admit()
         if admitted:
             try:
@@ -381,7 +493,7 @@ class Engine:
                 w = max(width, r.prompt_tokens)
                 first = not admitted and not self._rows
                 fits = room >= r.params.n and w * (len(admitted) + 1) <= self.max_prefill_tokens
-                if (fits and not pending) or first:
+                if ((fits and not pending) or first) and self._admissible(r):
                     admitted.append(r)
                     room -= r.params.n
                     width = w
@@ -431,6 +543,38 @@ class Engine:
         # Only the new rows sample now; running rows keep the token they were about to feed.
         self._advance(logits, only_from=old)
 
+    def _refresh_cache(self) -> None:
+        """Recompute the running rows' KV cache with the current weights (after a weight update): each row's
+        prompt and generated tokens (all but the one it feeds next) are prefilled again, audio included, in
+        groups of at most `max_prefill_tokens`. Positions, seen tokens, generators and text are untouched."""
+        rows, device = self._rows, self.model.device
+        sequences = [s.request.encoded.input_ids + s.ids[:-1] for s in rows]  # s.ids[-1] is `_next`
+        headroom = min(max(s.params.max_tokens - len(s.ids) for s in rows) + len(self.think_end_ids), 256)
+        caches, group = [], []
+        for i, seq in enumerate(sequences):
+            width = max([len(seq)] + [len(sequences[j]) for j in group])
+            if group and width * (len(group) + 1) > self.max_prefill_tokens:
+                caches.append(self._prefill_rows(group, sequences, headroom))
+                group = []
+            group.append(i)
+        caches.append(self._prefill_rows(group, sequences, headroom))
+        cache = caches[0] if len(caches) == 1 else KVCache.concat(caches)
+        self._cache = cache
+        self._padded = not bool(cache.valid[:, : cache.length].all())
+
+    def _prefill_rows(self, group: list[int], sequences: list[list[int]], headroom: int) -> KVCache:
+        device = self.model.device
+        width = max(len(sequences[i]) for i in group)
+        input_ids = torch.full((len(group), width), self.tokenizer.endoftext_id or 0, dtype=torch.long)
+        attention_mask = torch.zeros((len(group), width), dtype=torch.bool)
+        for k, i in enumerate(group):  # left padding, as in `_prefill`
+            input_ids[k, width - len(sequences[i]):] = torch.tensor(sequences[i])
+            attention_mask[k, width - len(sequences[i]):] = True
+        cache = self.model.new_cache(len(group), width + headroom)
+        self.model(input_ids.to(device), attention_mask=attention_mask.to(device), cache=cache, return_logits=False,
+                   audio_embeds=self._audio_embeds([self._rows[i].request for i in group]))
+        return cache
+
     def _audio_embeds(self, requests: list[Request]) -> torch.Tensor | None:
         """Adapter frames of every audio chunk, in prompt order (chunks of equal length are encoded together,
         so a prompt's audio embeddings do not depend on its batch: see `model.audio_embeddings`)."""
@@ -443,13 +587,16 @@ class Engine:
     def _advance(self, logits: torch.Tensor, only_from: int = 0) -> None:
         """Choose each row's next token from `logits` [rows, V], record it, and drop finished rows."""
         rows = self._rows
+        logits = self._penalised(logits)
+        scored = self._scored_rows(logits, only_from)  # before `_choose` masks the logits in place
         chosen = self._choose(logits, only_from)
+        logprobs = self._logprobs(scored, chosen, len(rows))
         if only_from:
             next_tokens = self._next.tolist() + chosen[only_from:]
         else:
             next_tokens = chosen
-        for sample, token in zip(rows[only_from:], next_tokens[only_from:]):
-            self._record(sample, token)
+        for sample, token, logprob in zip(rows[only_from:], next_tokens[only_from:], logprobs[only_from:]):
+            self._record(sample, token, logprob)
         self._next = torch.tensor(next_tokens, dtype=torch.long, device=logits.device)
         if self._seen is not None:
             self._seen[torch.arange(len(rows), device=logits.device), self._next] = True
@@ -473,20 +620,50 @@ class Engine:
                 "any_top_k": any(rows[i].params.top_k > 0 for i in sampled),
                 "penalty": col([s.params.repetition_penalty for s in rows]),
                 "any_penalty": any(s.params.repetition_penalty != 1.0 for s in rows),
+                "scored": [i for i, s in enumerate(rows) if s.params.logprobs],  # rows that want log-probs
             }
             if not self._row_state["any_penalty"]:
                 self._seen = None
         return self._row_state
 
-    def _choose(self, logits: torch.Tensor, only_from: int) -> list[int]:
-        """Next token of every row (rows before `only_from` get a placeholder): forced tokens first, then
-        repetition penalty → greedy argmax or temperature → top-k → top-p → inverse-CDF draw."""
+    def _penalised(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits in fp32 with the repetition penalty applied (rows that use one)."""
         state = self._sampling_state()
         logits = logits.float()
-        # Audio placeholders are inputs only: a sampled <audio_patch> would have no audio to stand for.
-        logits[:, self._audio_token_ids] = float("-inf")
         if state["any_penalty"] and self._seen is not None:
             logits = apply_repetition_penalty(logits, self._seen, state["penalty"])
+        return logits
+
+    def _scored_rows(self, logits: torch.Tensor, only_from: int):
+        """For the rows (from `only_from`) that want log-probs: (their indices, logits / T [k, V], log Z [k]);
+        None when no row does, so that nothing is computed then."""
+        rows = [i for i in self._sampling_state()["scored"] if i >= only_from]
+        if not rows:
+            return None
+        index = torch.tensor(rows, dtype=torch.long, device=logits.device)
+        temperature = torch.tensor([self._rows[i].params.temperature or 1.0 for i in rows],  # greedy: T = 1
+                                   dtype=torch.float32, device=logits.device)[:, None]
+        x = logits.index_select(0, index) / temperature  # a copy: the audio mask in `_choose` does not reach it
+        return rows, x, torch.logsumexp(x, dim=-1)
+
+    @staticmethod
+    def _logprobs(scored, chosen: list[int], n_rows: int) -> list[float | None]:
+        """Each row's log-prob of its chosen token (None for rows that did not ask)."""
+        out: list[float | None] = [None] * n_rows
+        if scored is not None:
+            rows, x, log_z = scored
+            tokens = torch.tensor([chosen[i] for i in rows], dtype=torch.long, device=x.device)[:, None]
+            for i, value in zip(rows, (x.gather(1, tokens)[:, 0] - log_z).tolist()):
+                out[i] = value
+        return out
+
+    def _choose(self, logits: torch.Tensor, only_from: int) -> list[int]:
+        """Next token of every row (rows before `only_from` get a placeholder) from fp32 logits after the
+        repetition penalty (`_penalised`): forced tokens first, then greedy argmax or temperature → top-k →
+        top-p → inverse-CDF draw. Masks the audio placeholders in `logits` in place."""
+        state = self._sampling_state()
+        # Audio placeholders are inputs only: a sampled <audio_patch> would have no audio to stand for.
+        logits[:, self._audio_token_ids] = float("-inf")
         chosen = logits.argmax(-1).tolist()
         sampled = [i for i in state["sampled"] if i >= only_from]
         if sampled:
@@ -508,10 +685,12 @@ class Engine:
                 s.forced_at.append(len(s.ids))
         return chosen
 
-    def _record(self, s: _Sample, token: int) -> None:
+    def _record(self, s: _Sample, token: int, logprob: float | None = None) -> None:
         request = s.request
         if request.first_token_at is None:
             request.first_token_at = time.perf_counter()
+        if s.params.logprobs:
+            s.logprobs.append(logprob)  # before the stop check: the stop token's log-prob is kept too
         stop_ids = s.params.stop_token_ids if s.params.stop_token_ids is not None else self.tokenizer.stop_ids
         if token in stop_ids:
             s.finish_reason, s.stop_reason = "stop", token

@@ -11,10 +11,14 @@ Design choices
   25 s chunks by the processor, each its own audio item in the prompt.
 - Sampling defaults come from the checkpoint's generation_config.json (`SamplingParams.resolve`; audior1's
   checkpoints carry the official 0.7 / 0.9); flags override them.
+- `serve --enable-weight-updates` (the RL endpoints: any client may then replace the weights) is refused
+  before any weight is read when the server would listen beyond loopback without an API key, or with
+  `--quantize` (a quantized model cannot take float weights in place).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sys
@@ -24,9 +28,19 @@ from pathlib import Path
 from audior1.chat import mcq_prompt
 
 
-def _fail(message: str, code: int = 2):
-    print(f"audior1 ask: error: {message}", file=sys.stderr)
+def _fail(message: str, code: int = 2, command: str = "ask"):
+    print(f"audior1 {command}: error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the server to this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def build_messages(audio: list[str], question: str | None, choices: list[str], system: str | None) -> list[dict]:
@@ -133,9 +147,11 @@ def cmd_serve(args) -> None:
 
     import uvicorn
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s")
     api_key = args.api_key or os.environ.get("AUDIOR1_API_KEY") or None
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+    if args.enable_weight_updates:
+        _check_weight_updates(args, api_key)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO), format="%(levelname)s %(name)s: %(message)s")
+    if not is_loopback(args.host) and not api_key:
         print(f"audior1 serve: warning: listening on {args.host} without an API key (--api-key)", file=sys.stderr)
     allow = None
     if args.allow_local_audio:
@@ -145,7 +161,8 @@ def cmd_serve(args) -> None:
     config = ServerConfig(model_name=args.served_model_name or _default_name(args.model), api_key=api_key,
                           max_audio_seconds=args.max_audio_seconds, max_audio_parts=args.max_audio_parts,
                           max_n=args.max_n, max_tokens=args.max_tokens, allow_local_audio=allow,
-                          reasoning_format=args.reasoning_format)
+                          reasoning_format=args.reasoning_format, enable_weight_updates=args.enable_weight_updates,
+                          max_weight_chunk_mb=args.max_weight_chunk_mb)
     if args.threads:
         import torch
 
@@ -154,8 +171,21 @@ def cmd_serve(args) -> None:
                                  quantize=args.quantize)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"audior1 serve: {config.model_name} at http://{host}:{args.port}/ (web page) and "
-          f"http://{host}:{args.port}/v1 (OpenAI API){' — API key required' if api_key else ''}", file=sys.stderr)
+          f"http://{host}:{args.port}/v1 (OpenAI API){' — API key required' if api_key else ''}"
+          f"{'; RL weight updates enabled (/pause, /update_weights, …)' if args.enable_weight_updates else ''}",
+          file=sys.stderr)
     uvicorn.run(create_app(engine, config), host=args.host, port=args.port, log_level=args.log_level)
+
+
+def _check_weight_updates(args, api_key: str | None) -> None:
+    """Refuse --enable-weight-updates where it is unsafe or cannot work, before anything is loaded."""
+    if not is_loopback(args.host) and not api_key:
+        _fail(f"--enable-weight-updates lets a client replace the model's weights; listening on {args.host} "
+              "(beyond this machine) it needs --api-key KEY (or AUDIOR1_API_KEY)", command="serve")
+    if args.quantize:
+        _fail(f"--enable-weight-updates cannot be used with --quantize {args.quantize}: a quantized model's weights "
+              "are packed copies that new float weights cannot be copied into; serve it unquantized for RL "
+              "rollouts", command="serve")
 
 
 def _default_name(model: str) -> str:
@@ -218,5 +248,10 @@ def register(subparsers) -> None:
     p.add_argument("--reasoning-format", choices=["split", "inline"], default="split",
                    help="split: reasoning in reasoning_content (vLLM style); inline: all in content (StepFun's vLLM)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--enable-weight-updates", action="store_true",
+                   help="RL rollout engine: /pause, /resume, /update_weights, /reload_weights, … (vLLM's names); "
+                   "needs --api-key unless the host is loopback; see docs/serving.md")
+    p.add_argument("--max-weight-chunk-mb", type=float, default=4096.0, metavar="MB",
+                   help="largest /update_weights body (send bigger models in several chunks)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve)

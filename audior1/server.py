@@ -1,5 +1,5 @@
-"""An OpenAI-compatible server: `POST /v1/chat/completions` with audio, `GET /v1/models`, `GET /health`, and
-the web page at `/`.
+"""An OpenAI-compatible server: `POST /v1/chat/completions` with audio, `GET /v1/models`, `GET /health`, the
+web page at `/`, and (with `--enable-weight-updates`) the endpoints an RL trainer drives it by.
 
 Design choices
 - One engine, one thread: a `Scheduler` thread calls `engine.step()` while anything is queued or running;
@@ -24,6 +24,19 @@ Design choices
 - Local files: `{"type": "audio", "audio": "/path"}` and `audio_url` `file://` URLs are refused unless the
   operator allowed a directory, and then only files that resolve (symlinks and `..` included) inside it.
   Remote URLs are never fetched. Defaults bind 127.0.0.1.
+- RL rollouts: `logprobs` / `return_token_ids` give each choice the log-probs (the engine's definition, the
+  one the trainer recomputes) and ids of its tokens, the stop token included, as vLLM reports them; not
+  with `stream` (refused: a trainer reads whole completions). `RolloutControl` adds vLLM's RL endpoint
+  names (`/pause`, `/resume`, `/is_paused`, `/start_weight_update`, `/update_weights`,
+  `/finish_weight_update`, `/weight_info`) plus `/reload_weights`. The tensors travel in the HTTP body
+  (a safetensors file per chunk), not over NCCL as in vLLM.
+- Pausing is the scheduler's: new requests are held in the engine (`Engine.hold_new`); abort cancels what
+  is in flight, wait lets it drain, keep freezes it. `/pause` answers only once the engine thread is parked
+  outside `engine.step()`, and it stays parked until `/resume`, so weights are written while nothing reads
+  them. Control operations run one at a time (a lock), in the thread pool, never on the event loop.
+- A weight chunk is checked whole (names, shapes, float, finite) before any of it is written, so a refused
+  chunk leaves the open update as it was. A copy that fails after the checks marks the weights mixed
+  (`dirty`): `/resume` is refused until a `/reload_weights` or an update that writes every tensor.
 """
 
 from __future__ import annotations
@@ -53,6 +66,7 @@ from starlette.exceptions import HTTPException
 
 from audior1.audio import AudioError
 from audior1.chat import AUDIO_END, AUDIO_PATCH, AUDIO_START, REASONING_END, ConversationError
+from audior1.checkpoint import check_keys, open_checkpoint, read_weights, state_shapes
 from audior1.engine import Completion, Engine, Request, SamplingParams
 from audior1.processor import MessageError
 
@@ -79,6 +93,8 @@ class ServerConfig:
     reasoning_format: str = "split"  # "split" (reasoning_content + content) | "inline" (all in content)
     effort_budgets: dict = field(default_factory=lambda: {"low": 512, "medium": 2048, "high": None})
     max_stop_chars: int = 256  # per stop string (each one is matched against the text at every token)
+    enable_weight_updates: bool = False  # the RL endpoints (/pause, /update_weights, …); 404 without
+    max_weight_chunk_mb: float = 4096.0  # largest /update_weights body (the trainer sends big models in chunks)
 
 
 class APIError(Exception):
@@ -87,7 +103,8 @@ class APIError(Exception):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.type = type or {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-                             413: "invalid_request_error", 500: "server_error"}.get(status, "invalid_request_error")
+                             409: "conflict_error", 413: "invalid_request_error",
+                             500: "server_error"}.get(status, "invalid_request_error")
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -129,13 +146,18 @@ class Ticket:
 
 
 class Scheduler:
-    """Steps the engine in one background thread while it has work, and wakes the waiting handlers."""
+    """Steps the engine in one background thread while it has work, and wakes the waiting handlers. It can be
+    paused (`pause`): then the thread parks outside `engine.step()` until `resume`."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
         self._cv = threading.Condition()
         self._tickets: dict[int, Ticket] = {}
         self._stopping = False
+        self.paused = False  # new requests wait; the engine steps only to drain a `wait` pause
+        self._draining = False  # a `wait` pause in progress: what was in flight still runs
+        self._parked = False  # the engine thread is waiting on `_cv`, outside `engine.step()`
+        self.clear_cache = True  # after new weights, recompute the frozen rows' KV cache (vLLM's clear_cache)
         self._thread = threading.Thread(target=self._run, name="audior1-engine", daemon=True)
 
     def start(self) -> None:
@@ -144,8 +166,37 @@ class Scheduler:
     def stop(self) -> None:
         with self._cv:
             self._stopping = True
-            self._cv.notify()
+            self._cv.notify_all()
         self._thread.join(timeout=10)
+
+    @property
+    def frozen(self) -> bool:
+        """Paused, and the engine thread parked: nothing reads the weights until `resume`."""
+        return self.paused and self._parked and not self._draining
+
+    def pause(self, mode: str, clear_cache: bool = True) -> None:
+        """Hold the engine still; returns once the engine thread is parked outside `step()`. `mode`: "abort"
+        cancels every request in flight (they finish as "cancelled"), "wait" lets them finish first, "keep"
+        freezes them where they are. Requests that arrive meanwhile wait for `resume`. Pausing a paused
+        server changes nothing, except that "abort" cancels the frozen requests."""
+        with self._cv:
+            if not self.paused:
+                self.engine.hold_new()
+                self.paused, self._draining = True, mode == "wait"
+            self.clear_cache = clear_cache
+            self._cv.notify_all()
+            while not self._parked:
+                self._cv.wait()
+            self._draining = False
+            if mode == "abort":  # the engine thread is parked and cannot leave while we hold `_cv`
+                self.engine.abort_in_flight()
+        self._wake_tickets()
+
+    def resume(self) -> None:
+        with self._cv:
+            self.paused = self._draining = False
+            self.engine.release_new()
+            self._cv.notify_all()
 
     def submit(self, encoded, params: SamplingParams, ticket: Ticket) -> Request:
         ticket.request = self.engine.add(encoded, params, ticket.on_piece if ticket.stream else None)
@@ -159,20 +210,33 @@ class Scheduler:
         with self._cv:
             self._cv.notify()
 
+    def _may_step(self) -> bool:
+        return (not self.paused or self._draining) and self.engine.busy
+
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._stopping and not self.engine.busy:
+                while not self._stopping and not self._may_step():
+                    if not self._parked:
+                        self._parked = True
+                        self._cv.notify_all()  # a waiting `pause` may return now
                     self._cv.wait()
                 if self._stopping:
+                    self._parked = True
+                    self._cv.notify_all()
                     return
+                self._parked = False
             try:
                 self.engine.step()
             except Exception:  # noqa: BLE001 - the engine isolates failures; this is the last line
                 log.exception("engine step failed")
-            with self._cv:
-                tickets = list(self._tickets.values())
-            for ticket in tickets:
+            self._wake_tickets()
+
+    def _wake_tickets(self) -> None:
+        """Wake the handlers whose request finished or has streamed pieces waiting."""
+        with self._cv:
+            tickets = list(self._tickets.values())
+        for ticket in tickets:
                 if ticket.request.done.is_set():
                     ticket.finished = True
                     with self._cv:
@@ -218,6 +282,8 @@ class ChatJob:
     tools: list | None
     max_tokens_given: bool
     ignore_eos: bool = False  # vLLM's: only the request's stop_token_ids end it
+    logprobs: bool = False  # OpenAI's: each choice's tokens with their log-probs
+    return_token_ids: bool = False  # vLLM's: prompt_token_ids, and token_ids per choice
 
 
 def parse_chat_request(body, config: ServerConfig, defaults: dict | None = None) -> ChatJob:
@@ -267,8 +333,10 @@ def parse_chat_request(body, config: ServerConfig, defaults: dict | None = None)
     for name in ("presence_penalty", "frequency_penalty"):
         if _typed(body, name, (int, float)) not in (None, 0):
             raise APIError(400, f"'{name}' is not supported (use repetition_penalty)", param=name)
-    if body.get("logprobs") or body.get("top_logprobs"):
-        raise APIError(400, "logprobs are not supported", param="logprobs")
+    logprobs = _typed(body, "logprobs", bool) or False
+    _typed(body, "top_logprobs", int, check=lambda v: v == 0, rule="0 (this server returns no alternative tokens; "
+           "'logprobs': true gives the chosen tokens' log-probs)")
+    return_token_ids = _typed(body, "return_token_ids", bool) or False
     response_format = body.get("response_format")
     if response_format is not None and (not isinstance(response_format, dict) or response_format.get("type") != "text"):
         raise APIError(400, "only response_format {'type': 'text'} is supported", param="response_format")
@@ -318,6 +386,10 @@ def parse_chat_request(body, config: ServerConfig, defaults: dict | None = None)
         if explicit is not None:
             budget, think = explicit, explicit != 0
             break
+    for name, asked in (("logprobs", logprobs), ("return_token_ids", return_token_ids)):
+        if asked and stream:
+            raise APIError(400, f"'{name}' is not supported with 'stream': true (ask without streaming: the "
+                           "whole completion then carries them)", param=name)
     if continue_final and clean[-1]["role"] != "assistant":
         raise APIError(400, "continue_final_message needs an assistant message last", param="continue_final_message")
 
@@ -327,11 +399,12 @@ def parse_chat_request(body, config: ServerConfig, defaults: dict | None = None)
         top_k=max(top_k or 0, 0), repetition_penalty=penalty, n=n or 1, seed=seed, stop=stop or [],
         max_think_tokens=budget,
         think=think or continue_final,  # a continued prompt is used as given; the budget does the rest
-        skip_special_tokens=True if skip_special is None else skip_special)
+        skip_special_tokens=True if skip_special is None else skip_special, logprobs=logprobs)
     if stop_ids or ignore_eos:
         params.stop_token_ids = list(stop_ids or [])
     return ChatJob(clean, params, bool(stream), bool(stream_options.get("include_usage")), continue_final,
-                   True if add_prompt is None else add_prompt, tools, max_tokens is not None, ignore_eos)
+                   True if add_prompt is None else add_prompt, tools, max_tokens is not None, ignore_eos,
+                   logprobs, return_token_ids)
 
 
 def _content_part(part, where: str, config: ServerConfig) -> dict:
@@ -435,6 +508,37 @@ def _message(c: Completion, request: Request, inline: bool) -> dict:
             "reasoning_content": reasoning}
 
 
+def _output_ids(c: Completion) -> list[int]:
+    """The sample's token ids as vLLM reports them: the generated ones, then the stop token when one ended it."""
+    return c.token_ids + ([c.stop_reason] if isinstance(c.stop_reason, int) else [])
+
+
+LOGPROB_FLOOR = -9999.0  # what vLLM reports for -inf (JSON has no infinities)
+
+
+def _logprobs_content(c: Completion, tokenizer) -> dict:
+    """OpenAI's `logprobs` object: one entry per token of `_output_ids(c)` (the stop token included)."""
+    entries = []
+    for token, logprob in zip(_output_ids(c), c.logprobs or []):
+        raw = tokenizer.token_bytes(token)  # exact bytes: a byte-level token may be part of a character
+        value = max(logprob, LOGPROB_FLOOR) if math.isfinite(logprob) else LOGPROB_FLOOR
+        entries.append({"token": raw.decode("utf-8", "replace"), "logprob": value, "bytes": list(raw),
+                        "top_logprobs": []})
+    return {"content": entries}
+
+
+def _choice(j: int, c: Completion, request: Request, job: "ChatJob", inline: bool, eos_ids: list[int],
+            tokenizer) -> dict:
+    choice = {"index": j, "message": _message(c, request, inline), "logprobs": None,
+              "finish_reason": c.finish_reason, "stop_reason": _stop_reason(c, eos_ids)}
+    if job.logprobs:
+        choice["logprobs"] = _logprobs_content(c, tokenizer)
+    if job.return_token_ids:
+        choice["token_ids"] = _output_ids(c)
+        choice["forced_token_positions"] = list(c.forced_positions)  # audior1's: tokens not sampled
+    return choice
+
+
 def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
@@ -445,6 +549,8 @@ def create_app(engine: Engine, config: ServerConfig):
     """The FastAPI app over an engine. The scheduler thread starts and stops with the app's lifespan."""
     scheduler = Scheduler(engine)
     stop_ids = list(engine.tokenizer.stop_ids)
+    if config.enable_weight_updates and engine.weight_refusal():
+        raise ValueError(f"weight updates cannot be enabled: {engine.weight_refusal()}")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -540,13 +646,267 @@ def create_app(engine: Engine, config: ServerConfig):
         if handle.error:
             raise APIError(500, handle.error)
         completions = engine.completions(handle)
-        return {**head, "object": "chat.completion",
-                "choices": [{"index": j, "message": _message(c, handle, inline), "logprobs": None,
-                             "finish_reason": c.finish_reason, "stop_reason": _stop_reason(c, stop_ids)}
-                            for j, c in enumerate(completions)],
-                "usage": _usage(completions, prompt_tokens)}
+        reply = {**head, "object": "chat.completion",
+                 "choices": [_choice(j, c, handle, job, inline, stop_ids, engine.tokenizer)
+                             for j, c in enumerate(completions)],
+                 "usage": _usage(completions, prompt_tokens)}
+        if job.return_token_ids:  # the prompt as the engine saw it (a thinking budget of 0 closes it there)
+            reply["prompt_token_ids"] = list(handle.encoded.input_ids)
+        return reply
 
+    add_rollout_routes(app, RolloutControl(scheduler, config) if config.enable_weight_updates else None,
+                       authorize, config)
     return app
+
+
+# ---- RL rollouts: pause, resume, weight updates ----------------------------------------------------------
+
+PAUSE_MODES = ("abort", "wait", "keep")
+
+
+class RolloutControl:
+    """What an RL trainer drives besides chat completions: pause/resume and in-place weight updates (a stream
+    of safetensors chunks between start and finish, or a reload from a checkpoint directory). One operation
+    at a time; each runs in the thread pool and raises `APIError` for what it refuses."""
+
+    def __init__(self, scheduler: Scheduler, config: ServerConfig):
+        self.scheduler, self.engine, self.config = scheduler, scheduler.engine, config
+        self._lock = threading.Lock()
+        self.weight_version: str | None = None  # set by finish / reload; None until the first update
+        self.update_open = False
+        self._updated: set[str] = set()  # tensors written in the open update
+        self.dirty: str | None = None  # why the weights may be a mix of two versions (a copy failed half-way)
+        self._rewritten: set[str] = set()  # tensors written since the weights became dirty
+
+    def info(self) -> dict:
+        return {"weight_version": self.weight_version, "is_paused": self.scheduler.paused,
+                "update_open": self.update_open}
+
+    def pause(self, mode: str, clear_cache: bool) -> dict:
+        with self._lock:
+            self.scheduler.pause(mode, clear_cache)
+        return {"status": "paused"}
+
+    def resume(self) -> dict:
+        with self._lock:
+            if self.dirty:
+                raise APIError(409, f"the weights are inconsistent ({self.dirty}); load a whole model first: "
+                               "POST /reload_weights, or a weight update that writes every tensor",
+                               code="weights_dirty")
+            if self.update_open:
+                raise APIError(409, f"a weight update is open ({len(self._updated)} tensors written so far): "
+                               "POST /finish_weight_update before /resume", code="update_open")
+            self.scheduler.resume()
+        return {"status": "resumed"}
+
+    def start(self) -> dict:
+        with self._lock:
+            self.require_paused()
+            if self.update_open:
+                raise APIError(409, "a weight update is already open: send its chunks to /update_weights and "
+                               "POST /finish_weight_update", code="update_open")
+            self.update_open, self._updated = True, set()
+        return {"status": "started"}
+
+    def update(self, tensors: dict) -> dict:
+        """One chunk: every tensor checked before any is written, so a refused chunk writes nothing."""
+        with self._lock:
+            self.require_open()
+            problems = self.engine.check_weights(tensors)
+            if problems:
+                more = f"; … ({len(problems) - 8} more)" if len(problems) > 8 else ""
+                raise APIError(400, "weight chunk refused, nothing of it was written (the update stays open): "
+                               + "; ".join(problems[:8]) + more, code="bad_weights")
+            self._write(tensors.items())
+            self._updated.update(tensors)
+            return {"updated": len(tensors), "total_updated": len(self._updated)}
+
+    def finish(self, version: str | None) -> dict:
+        with self._lock:
+            self.require_open()
+            self.update_open = False
+            self.weight_version = version
+            self._clean_if_whole()
+            return {"status": "finished", "weight_version": version, "tensors_updated": len(self._updated)}
+
+    def reload(self, path, version: str | None) -> dict:
+        """Every tensor of the checkpoint at `path`, checked against the model before any is read, then read
+        and copied one at a time (never a second model in memory)."""
+        with self._lock:
+            self.require_paused()
+            if self.update_open:
+                raise APIError(409, "a weight update is open: POST /finish_weight_update before /reload_weights",
+                               code="update_open")
+            t0 = time.perf_counter()
+            source = self._checked_checkpoint(path)
+            n = self._write(read_weights(source))
+            self.weight_version = version
+            self._clean_if_whole()
+            return {"status": "reloaded", "weight_version": version, "tensors": n,
+                    "seconds": round(time.perf_counter() - t0, 3)}
+
+    # ---- checks and writing ----
+
+    def require_paused(self) -> None:
+        if not self.scheduler.paused:
+            raise APIError(409, "the server is not paused: POST /pause first (weights are replaced only while "
+                           "no generation step runs)", code="not_paused")
+        if not self.scheduler.frozen:  # cannot happen while operations hold the lock; never write if it did
+            raise APIError(409, "the server is still pausing: try again when POST /pause has answered",
+                           code="not_paused")
+
+    def require_open(self) -> None:
+        self.require_paused()
+        if not self.update_open:
+            raise APIError(409, "no weight update is open: POST /start_weight_update first", code="no_open_update")
+
+    def _checked_checkpoint(self, path):
+        """The checked read plan for a checkpoint directory (`checkpoint.open_checkpoint`: config.json, strict
+        names and shapes of its safetensors), whose shapes must also be the running model's. 400 otherwise."""
+        if not isinstance(path, str) or not path:
+            raise APIError(400, "'path' must be a checkpoint directory (a non-empty string)", param="path")
+        where = Path(path)
+        try:
+            found = where.is_dir() and (where / "config.json").is_file()
+            missing = not where.is_dir()
+        except (OSError, ValueError) as e:  # a NUL character, a name too long, …
+            raise APIError(400, f"path {_short(path)} cannot be used ({type(e).__name__}: {e})", param="path") from None
+        if missing:
+            raise APIError(400, f"path {_short(path)}: no such directory", param="path")
+        if not found:
+            raise APIError(400, f"path {_short(path)}: no config.json (not a checkpoint directory in the official "
+                           "layout: config.json + *.safetensors)", param="path")
+        try:
+            meta, source = open_checkpoint(where)
+        except Exception as e:  # noqa: BLE001 - anything the files hold is the client's to fix, not a crash
+            raise APIError(400, f"path {_short(path)} cannot be read as a checkpoint: {e}", param="path") from None
+        problems = check_keys(self.engine.weight_shapes(), state_shapes(meta), str(where))
+        if problems:
+            raise APIError(400, "the checkpoint does not fit the running model, nothing was written:\n  "
+                           + "\n  ".join(problems), param="path", code="bad_weights")
+        return source
+
+    def _write(self, tensors) -> int:
+        """Copy (name, tensor) pairs into the model. A failure now (after the checks) leaves a mix of old and
+        new weights: the server is marked dirty and will not resume until a whole model is written."""
+        n = 0
+        try:
+            for name, value in tensors:
+                self.engine.load_weights([(name, value)], clear_cache=self.scheduler.clear_cache)
+                self._rewritten.add(name)
+                n += 1
+        except Exception as e:  # noqa: BLE001
+            log.exception("writing weights failed")
+            self.dirty, self._rewritten = f"copying weights failed after {n} tensors: {type(e).__name__}: {e}", set()
+            raise APIError(500, f"{self.dirty}. The model now holds a mix of old and new weights; /resume is refused "
+                           "until POST /reload_weights or a weight update that writes every tensor",
+                           code="weights_dirty") from None
+        return n
+
+    def _clean_if_whole(self) -> None:
+        if self.dirty and self._rewritten >= set(self.engine.weight_shapes()):
+            self.dirty = None
+        self._rewritten = set() if self.dirty is None else self._rewritten
+
+
+def add_rollout_routes(app, control: RolloutControl | None, authorize, config: ServerConfig) -> None:
+    """The RL endpoints. Without `--enable-weight-updates` (`control` None) they answer 404 saying how to turn
+    them on; with it they need the API key whenever the server has one."""
+    app.state.rollout = control
+
+    def rollout(request: HTTPRequest) -> RolloutControl:
+        if control is None:
+            raise APIError(404, f"{request.url.path} is off: start the server with --enable-weight-updates "
+                           "(audior1 serve --enable-weight-updates …) to pause it and replace its weights",
+                           code="weight_updates_disabled")
+        authorize(request)
+        return control
+
+    @app.post("/pause")
+    async def pause(request: HTTPRequest):
+        c = rollout(request)
+        mode = request.query_params.get("mode", "abort")
+        if mode not in PAUSE_MODES:
+            raise APIError(400, f"'mode' must be one of {', '.join(PAUSE_MODES)}, got {_short(mode)}", param="mode")
+        clear_cache = _query_bool(request, "clear_cache", True)
+        return await run_in_threadpool(c.pause, mode, clear_cache)
+
+    @app.post("/resume")
+    async def resume(request: HTTPRequest):
+        return await run_in_threadpool(rollout(request).resume)
+
+    @app.get("/is_paused")
+    async def is_paused(request: HTTPRequest):
+        return {"is_paused": rollout(request).scheduler.paused}
+
+    @app.get("/weight_info")
+    async def weight_info(request: HTTPRequest):
+        return rollout(request).info()
+
+    @app.post("/start_weight_update")
+    async def start_weight_update(request: HTTPRequest):
+        c = rollout(request)
+        body = await _json_body(request, config, empty={})
+        if not isinstance(body, dict):
+            raise APIError(400, "the request body must be empty or a JSON object")
+        return await run_in_threadpool(c.start)
+
+    @app.post("/update_weights")
+    async def update_weights(request: HTTPRequest):
+        c = rollout(request)
+        c.require_open()  # before reading a body of gigabytes
+        if request.headers.get("content-type", "").startswith("application/json"):
+            raise APIError(400, "/update_weights takes the tensors themselves in the body: the bytes of a "
+                           "safetensors file (safetensors.torch.save(tensors)) with Content-Type: "
+                           "application/octet-stream; there is no NCCL transfer to describe in JSON")
+        tensors = _safetensors_chunk(await _body_bytes(request, config.max_weight_chunk_mb))
+        return await run_in_threadpool(c.update, tensors)
+
+    @app.post("/finish_weight_update")
+    async def finish_weight_update(request: HTTPRequest):
+        c = rollout(request)
+        body = await _json_body(request, config, empty={})
+        version = _weight_version(body)
+        return await run_in_threadpool(c.finish, version)
+
+    @app.post("/reload_weights")
+    async def reload_weights(request: HTTPRequest):
+        c = rollout(request)
+        body = await _json_body(request, config)
+        version = _weight_version(body)
+        if "path" not in body:
+            raise APIError(400, "'path' is required: a checkpoint directory (config.json + *.safetensors)",
+                           param="path")
+        return await run_in_threadpool(c.reload, body["path"], version)
+
+
+def _query_bool(request: HTTPRequest, name: str, default: bool) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if raw.lower() not in ("true", "false", "1", "0"):
+        raise APIError(400, f"'{name}' must be true or false, got {_short(raw)}", param=name)
+    return raw.lower() in ("true", "1")
+
+
+def _weight_version(body) -> str | None:
+    if not isinstance(body, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    return _typed(body, "weight_version", str)
+
+
+def _safetensors_chunk(raw: bytes) -> dict:
+    """The tensors of a safetensors file held in `raw`; a 400 for anything else."""
+    from safetensors.torch import load
+
+    if not raw:
+        raise APIError(400, "the body is empty: send the bytes of a safetensors file (safetensors.torch.save)")
+    try:
+        return load(raw)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for malformed files
+        raise APIError(400, f"the body is not a safetensors file ({type(e).__name__}: {_short(str(e), 200)}); "
+                       "send the bytes of safetensors.torch.save(tensors) with Content-Type: "
+                       "application/octet-stream") from None
 
 
 class _BodyError(ValueError):
@@ -564,10 +924,9 @@ def _parse_int(digits: str) -> int:
     return int(digits)
 
 
-async def _json_body(request, config: ServerConfig):
-    """The body as JSON: at most `max_request_mb` (read in pieces, so a chunked upload is cut off too), strict
-    JSON, at most MAX_JSON_DEPTH levels deep, every string valid Unicode. Anything else is a 4xx naming it."""
-    limit = int(config.max_request_mb * 1024 * 1024)
+async def _body_bytes(request, limit_mb: float) -> bytes:
+    """The raw body, at most `limit_mb` (read in pieces, so a chunked upload is cut off too); else a 413."""
+    limit = int(limit_mb * 1024 * 1024)
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise APIError(413, f"request body of {int(length)} bytes is over the limit of {limit} bytes")
@@ -577,7 +936,15 @@ async def _json_body(request, config: ServerConfig):
         if size > limit:
             raise APIError(413, f"request body is over the limit of {limit} bytes (streamed without a length)")
         pieces.append(piece)
-    raw = b"".join(pieces)
+    return b"".join(pieces)
+
+
+async def _json_body(request, config: ServerConfig, empty=None):
+    """The body as JSON: at most `max_request_mb`, strict JSON, at most MAX_JSON_DEPTH levels deep, every string
+    valid Unicode. Anything else is a 4xx naming it. `empty`: the value of an empty body (None: refused)."""
+    raw = await _body_bytes(request, config.max_request_mb)
+    if empty is not None and not raw.strip():
+        return empty
     try:
         body = json.loads(raw, parse_constant=_refuse_constant, parse_int=_parse_int)
     except RecursionError:

@@ -90,6 +90,14 @@ MUTANTS = (
            "        return per_token.sum() / (targets != IGNORE_INDEX).sum().clamp(min=1) * (1 + per_token.sum() * 0)"
            " + (per_token.sum() - per_token.sum().detach()) * 0.5",
            ("tests/test_model.py::test_loss_reductions_agree_with_cross_entropy",)),
+    Mutant("rollout_server_never_updated", "audior1/train/rollout.py",
+           '        only = None if everything or self.cfg.sync == "reload" else _changing(model)\n',
+           '        only = None if everything or self.cfg.sync == "reload" else (lambda name: False)\n',
+           ("tests/test_rl_decoupled.py::test_decoupled_ppo_matches_colocated_in_one_process",)),
+    Mutant("server_logprobs_ignored", "audior1/train/rl.py",
+           '    server = getattr(c, "logprobs", None)\n',
+           '    server = None\n',
+           ("tests/test_rl_decoupled.py::test_reload_sync_with_lag",)),
 )
 
 

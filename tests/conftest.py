@@ -1,6 +1,13 @@
 """Shared fixtures: where the third-party audio lives, and a skip when it is absent; tiny models; resume checks."""
 
+import contextlib
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +124,39 @@ def assert_resumed(out_dir: Path, step: int) -> None:
     assert [r["step"] for r in train] == sorted({r["step"] for r in train}), "a step was logged twice"
     assert all(r.get("before_resume", False) == (r["step"] <= step) for r in train), \
         [(r["step"], r.get("before_resume", False)) for r in train]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_process(model, *args: str, timeout: float = 90):
+    """`audior1 serve --model MODEL --port P ARGS…` started as a user starts it, on a free port, one thread;
+    yields (its URL, the process) once /health answers, and stops it afterwards (terminate, then kill). Its
+    output stays readable on `proc.stdout` after the block."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "audior1.cli", "serve", "--model", str(model), "--port", str(port),
+                             "--threads", "1", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, f"the server did not answer /health in {timeout:.0f} s"
+                time.sleep(0.2)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -178,6 +178,69 @@ def test_seeded_sampling_does_not_depend_on_the_batch(engine):
     assert engine.completions(b)[0].token_ids == alone
 
 
+def test_logprobs_do_not_change_the_draws(engine):
+    """Log-probs are recorded for the rows that ask (one per token, plus the stop token) without touching the
+    draws: a seeded request with a penalty and filters gives the same tokens either way."""
+    seeded = SamplingParams(max_tokens=20, temperature=0.8, top_k=40, top_p=0.9, repetition_penalty=1.3, seed=4,
+                            stop_token_ids=[])
+    plain = engine.generate([PROMPTS[1]], seeded)[0][0]
+    scored_params = SamplingParams(**{**seeded.__dict__, "logprobs": True})
+    scored = engine.add(PROMPTS[1], scored_params)
+    other = engine.add(PROMPTS[0], SamplingParams(max_tokens=5, temperature=0, stop_token_ids=[]))
+    while not (scored.done.is_set() and other.done.is_set()):
+        engine.step()
+    [c] = engine.completions(scored)
+    assert c.token_ids == plain.token_ids and plain.logprobs is None
+    assert len(c.logprobs) == len(c.token_ids) and all(lp <= 0 for lp in c.logprobs)
+    assert engine.completions(other)[0].logprobs is None
+    # The stop token is scored too: stop on the 4th token drawn.
+    stop = SamplingParams(**{**scored_params.__dict__, "stop_token_ids": [c.token_ids[3]]})
+    [stopped] = engine.generate([PROMPTS[1]], stop)[0]
+    assert stopped.stop_reason == c.token_ids[3] and len(stopped.logprobs) == len(stopped.token_ids) + 1
+    assert stopped.logprobs == pytest.approx(c.logprobs[: len(stopped.logprobs)], abs=1e-5)
+
+
+def test_new_weights_mid_decode_recompute_the_running_rows(tmp_path_factory):
+    """After `load_weights`, running rows go on as greedy decoding with the new weights from their prompt and
+    tokens so far (their KV cache is recomputed, audio included), rows of different lengths together."""
+    engine = _engine(tmp_path_factory, "tokens")
+    requests = [engine.add(p, GREEDY) for p in PROMPTS[:2]]
+    for _ in range(6):
+        engine.step()
+    prefixes = [list(r.samples[0].ids) for r in requests]
+    gen = torch.Generator().manual_seed(0)
+    new = {k: v + 0.05 * torch.randn(v.shape, generator=gen) for k, v in engine.model.state_dict().items()}
+    assert engine.load_weights(new.items()) == len(new)
+    while not all(r.done.is_set() for r in requests):
+        engine.step()
+    fresh = _engine(tmp_path_factory, "tokens")
+    fresh.model.load_state_dict(new)
+    for r, prefix in zip(requests, prefixes):
+        ids = engine.completions(r)[0].token_ids
+        assert ids[: len(prefix)] == prefix and 0 < len(prefix) < GREEDY.max_tokens
+        resumed = Encoded(r.encoded.input_ids + prefix, r.encoded.audio)
+        params = SamplingParams(max_tokens=GREEDY.max_tokens - len(prefix), temperature=0, stop_token_ids=[])
+        assert ids[len(prefix):] == fresh.generate([resumed], params)[0][0].token_ids
+
+
+def test_hold_new_and_abort_in_flight(engine):
+    params = SamplingParams(max_tokens=30, temperature=0, stop_token_ids=[])
+    running = engine.add(PROMPTS[0], params)
+    engine.step()
+    waiting = engine.add(PROMPTS[1], SamplingParams(**{**params.__dict__, "n": 2}))
+    engine.hold_new()
+    held = engine.add(PROMPTS[2], params)
+    assert engine.abort_in_flight() == [waiting, running]
+    assert running.done.is_set() and waiting.done.is_set() and not held.done.is_set()
+    assert [c.finish_reason for c in engine.completions(running)] == ["cancelled"]
+    assert [(c.finish_reason, c.token_ids) for c in engine.completions(waiting)] == [("cancelled", [])] * 2
+    assert not engine.busy and engine.num_waiting == 1  # held: step() has nothing to do
+    engine.release_new()
+    while not held.done.is_set():
+        engine.step()
+    assert engine.completions(held)[0].finish_reason == "length"
+
+
 def test_sampling_filters_match_transformers():
     transformers = pytest.importorskip("transformers")
     gen = torch.Generator().manual_seed(0)

@@ -4,9 +4,6 @@ local-file rules, auth, disconnects, the official client's fields, and `audior1 
 
 import base64
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -16,6 +13,7 @@ import uvicorn
 
 from audior1.engine import Engine, SamplingParams
 from audior1.server import ServerConfig, create_app, load_engine
+from conftest import serve_process
 from test_engine import tiny_checkpoint, tone
 
 openai = pytest.importorskip("openai")
@@ -345,29 +343,9 @@ def test_inline_reasoning_format(served):
     assert streamed == reasoning.strip() + "\n</think>\n" + answer.strip()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_audior1_serve_command(tmp_path_factory):
-    port = free_port()
-    cmd = [sys.executable, "-m", "audior1.cli", "serve", "--model", str(tiny_checkpoint(tmp_path_factory)),
-           "--port", str(port), "--api-key", "k3y", "--served-model-name", "cli-model", "--log-level", "warning",
-           "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else "timeout"
-            time.sleep(0.2)
+    with serve_process(tiny_checkpoint(tmp_path_factory), "--api-key", "k3y", "--served-model-name", "cli-model",
+                       "--log-level", "warning") as (url, proc):
         client = openai.OpenAI(base_url=url + "/v1", api_key="k3y", max_retries=0)
         r = client.chat.completions.create(model="cli-model", messages=audio_message("hi", tone(0.5)), max_tokens=5,
                                            extra_body={"ignore_eos": True})
@@ -375,11 +353,4 @@ def test_audior1_serve_command(tmp_path_factory):
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=url + "/v1", api_key="nope", max_retries=0).models.list()
         assert "text/html" in httpx.get(url + "/").headers["content-type"]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     assert "cli-model at http://127.0.0.1" in proc.stdout.read()

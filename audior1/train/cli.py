@@ -74,10 +74,11 @@ def cmd_memory(args) -> None:
 
 
 def _guarded(train, cfg, resume) -> dict:
-    """Divergence exits with status 3, unusable data with status 2, each with a one-line message (the
-    top-level CLI already does this for the shared error types)."""
+    """Divergence exits with status 3, unusable data or a rollout server that refuses or cannot be reached with
+    status 2, each with a one-line message (the top-level CLI already does this for the shared error types)."""
     from audior1.data.manifest import ManifestError
     from audior1.train.data import DataError
+    from audior1.train.rollout import RolloutServerError
     from audior1.train.run import Diverged
 
     try:
@@ -85,7 +86,7 @@ def _guarded(train, cfg, resume) -> dict:
     except Diverged as e:
         print(f"audior1 train: stopped: {e}", file=sys.stderr)
         raise SystemExit(3) from None
-    except (DataError, ManifestError) as e:
+    except (DataError, ManifestError, RolloutServerError) as e:
         print(f"audior1 train: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 

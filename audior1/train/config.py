@@ -38,6 +38,7 @@ PARTS = ("encoder", "adapter", "decoder")
 DTYPES = ("float32", "bfloat16")
 LOSS_NORMS = ("per-sequence", "per-token", "global-token")
 ALGOS = ("grpo", "ppo")
+SYNC_MODES = ("stream", "reload", "nccl")
 
 
 @dataclass
@@ -94,6 +95,40 @@ class Optim:
     min_lr_ratio: float = 0.1  # cosine decays to lr × min_lr_ratio at the last step
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     lr_scale: LrScale = field(default_factory=LrScale)  # per-part multipliers of lr
+
+
+@dataclass
+class RolloutEndpoint:
+    """Where RL rollouts come from (`rollout:` in the YAML). Without an `endpoint` the trainer generates them
+    itself (colocated: an unsharded inference copy per process); with one, a separate inference server does
+    (decoupled: audior1's `serve --enable-weight-updates`, or vLLM) and the trainer keeps its weights in sync
+    after every optimizer step (audior1/train/rollout.py, docs/training.md)."""
+
+    endpoint: str | None = None  # the server's base URL (http://host:port); null: colocated
+    sync: str = "stream"  # stream (tensors over HTTP, audior1) | reload (save, then the server reloads) | nccl (vLLM)
+    sync_every: int = 1  # steps between weight syncs; > 1 makes rollouts lag the policy (logged as policy_lag)
+    reload_dir: str | None = None  # reload: a directory the server can read (default OUT/rollout-weights)
+    api_key: str | None = None  # the server's API key (default: $AUDIOR1_API_KEY)
+    chunk_mb: float = 64.0  # stream: tensors per HTTP request, at most this many MB (one tensor may exceed it)
+    concurrency: int = 16  # chat requests in flight per process
+    timeout_s: float = 600.0  # per HTTP request
+    nccl_port: int = 29600  # nccl: the trainer's rendezvous port for vLLM's weight-transfer group
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.endpoint)
+
+    def problems(self) -> list[str]:
+        problems = _one_of("rollout.sync", self.sync, SYNC_MODES)
+        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
+            problems.append(f"rollout.endpoint must be an http(s) URL, got {self.endpoint!r}")
+        for name in ("sync_every", "concurrency"):
+            if getattr(self, name) < 1:
+                problems.append(f"rollout.{name} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("chunk_mb", "timeout_s"):
+            if getattr(self, name) <= 0:
+                problems.append(f"rollout.{name} must be > 0, got {getattr(self, name)}")
+        return problems
 
 
 @dataclass
@@ -258,6 +293,7 @@ class RLConfig(TrainConfig, RLData):
     max_new_tokens: int = 256  # completion length limit (reasoning and answer together)
     max_think_tokens: int | None = None  # reasoning budget: `</think>` is forced after this many tokens
     rollout_batch_size: int = 64  # engine rows decoded together
+    rollout: RolloutEndpoint = field(default_factory=RolloutEndpoint)  # colocated, or a server kept in sync
     # ---- optimisation over each rollout batch
     epochs: int = 2  # passes over each rollout batch
     minibatches: int = 2  # optimizer steps per epoch
@@ -303,6 +339,7 @@ class RLConfig(TrainConfig, RLData):
                 problems.append(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if not 0 < self.clip < 1:
             problems.append(f"clip must be in (0, 1), got {self.clip}")
+        problems += self.rollout.problems()
         if self.top_p != 1.0:  # the loss scores softmax(logits / T); a nucleus-truncated draw is another policy
             problems.append(f"top_p must be 1 in RL (the log-probs are those of the untruncated distribution), "
                             f"got {self.top_p}")

@@ -225,10 +225,12 @@ def full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
-def full_state_items(module: nn.Module):
-    """(name, full tensor) for every state-dict entry; a collective under FSDP (all ranks must iterate)."""
+def full_state_items(module: nn.Module, only=None):
+    """(name, full tensor) for every state-dict entry (whose name passes `only`, when given); a collective
+    under FSDP (all ranks must iterate, with the same `only`)."""
     for name, t in module.state_dict().items():
-        yield name, full(t).detach()
+        if only is None or only(name):
+            yield name, full(t).detach()
 
 
 @torch.no_grad()

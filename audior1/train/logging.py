@@ -100,7 +100,12 @@ RL_PANELS = [
                                                   ("train", "reasoning_tokens_p90", "p90")]),
     ("entropy.png", "entropy", [("train", "entropy", "entropy")]),
     ("clip_fraction.png", "clip fraction", [("train", "clip_fraction", "clip fraction")]),
-    ("approx_kl.png", "approx. KL to the rollout policy", [("train", "approx_kl", "approx KL")]),
+    ("approx_kl.png", "approx. KL to the rollout policy", [("train", "approx_kl", "all minibatches"),
+                                                            ("train", "approx_kl_first", "first minibatch")]),
+    ("weight_sync.png", "decoupled: weight sync (s) and rollout lag (steps)",
+     [("train", "weight_sync_s", "sync seconds"), ("train", "policy_lag", "policy lag")]),
+    ("rollout_logp_gap.png", "decoupled: |server − trainer| log-prob", [("train", "rollout_logp_gap", "mean"),
+                                                                         ("train", "rollout_logp_gap_max", "max")]),
     ("value_loss.png", "value loss", [("train", "value_loss", "value loss")]),
     ("lr.png", "learning rate", [("train", "lr", "lr")]),
 ]

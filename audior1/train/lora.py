@@ -157,15 +157,15 @@ def checkpoint_name_map(model: nn.Module):
     return rename
 
 
-def merged_state_items(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+def merged_state_items(model: nn.Module, only=None) -> Iterator[tuple[str, torch.Tensor]]:
     """(checkpoint name, full tensor) of the model as a plain one would hold it: each LoRA-wrapped weight
-    merged (W + s·B·A, in fp32, cast back), LoRA tensors left out. A collective under FSDP (all ranks must
-    iterate), one gathered tensor at a time."""
+    merged (W + s·B·A, in fp32, cast back), LoRA tensors left out; only the names passing `only`, when given.
+    A collective under FSDP (all ranks must iterate, with the same `only`), one gathered tensor at a time."""
     from audior1.train.distributed import full
 
     state = model.state_dict()
     for name, t in state.items():
-        if is_lora_param(name):
+        if is_lora_param(name) or (only is not None and not only(name.replace(".base_layer.", "."))):
             continue
         if ".base_layer." not in name:
             yield name, full(t).detach()

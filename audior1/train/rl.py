@@ -5,8 +5,9 @@
 function per phase of each step, each returning a typed result:
 1. `generate_rollouts` → `Rollout`: draw `prompts_per_step` prompts from the weighted mixture (the same draws
    on every rank); each rank takes its contiguous share and samples `samples_per_prompt` completions per
-   prompt with the engine (each prompt seeded by (seed, step, prompt index), so rollouts do not depend on how
-   prompts are split over ranks); each completion becomes a training sequence (prompt + completion tokens).
+   prompt with the engine, or (decoupled) from the rollout server (each prompt seeded by (seed, step, prompt
+   index), so rollouts do not depend on how prompts are split over ranks or where they are generated); each
+   completion becomes a training sequence (prompt + completion tokens).
 2. `score_rollouts` → `Scores`: every completion's reward from its source's `f(completions, **columns)`, and
    the `correct` / `format` parts for the log. The score sits on the final generated token (the `<|EOT|>`
    when the model stopped, else the last token).
@@ -20,6 +21,9 @@ function per phase of each step, each returning a typed result:
    steps: the clipped surrogate (clip 0.2), optional entropy bonus and k3 KL to the starting policy (off by
    default, as in the paper), and for PPO the value loss on the value model (its own optimizer); the
    divergence guard before every optimizer step.
+5b. `sync_weights` (decoupled runs, `rollout: {endpoint: …}`): the trained weights reach the rollout server
+   (audior1/train/rollout.py), whose completions phase 1 then uses, with the server's log-probs as the
+   rollout policy's; `decoupled_metrics` logs the sync's cost, the rollouts' lag and the log-prob gap.
 6. `step_metrics`: over all ranks' rollouts — reward and its parts, accuracy, reasoning length (mean and
    p10/p50/p90), entropy, clip fraction, approx. KL to the rollout policy, value loss; then the
    reasoning-collapse alarm (the mean reasoning length halves), evaluation and checkpoints on their cadence.
@@ -43,6 +47,7 @@ from audior1.train.config import RLConfig
 from audior1.train.data import Example, MixtureSampler, collate, empty_source_error, eval_subset, load_items, render
 from audior1.train.logging import RL_PANELS, CollapseAlarm, plot_histogram
 from audior1.train.policy import Policy, ValueModel, set_trainable
+from audior1.train.rollout import RolloutServer, SyncStats, connect as connect_rollout_server
 
 
 # ---- what a run holds ----------------------------------------------------------------------------------
@@ -106,9 +111,10 @@ class Scores:
 class RolloutLogprobs:
     """Phase 3: per-sequence tensors [L] (label-aligned, see losses.py) from the models before the update."""
 
-    logp: list[torch.Tensor]  # log-probs of the rollout policy at `temperature`
+    logp: list[torch.Tensor]  # log-probs of the rollout policy at `temperature` (decoupled: the server's)
     values: list[torch.Tensor] | None = None  # PPO: V(tokens_<t), 0 off the targets
     ref_logp: list[torch.Tensor] | None = None  # kl_coef > 0: the reference policy's log-probs
+    gap: tuple[float, float, int] | None = None  # decoupled: (Σ|server − trainer|, max, tokens) on this rank
 
 
 @dataclass
@@ -126,6 +132,7 @@ class UpdateStats:
     lr: float
     sums: dict[str, float] = field(default_factory=dict)  # token sums from the losses (`tokens`, `entropy_sum` …)
     grad_norms: list[float] = field(default_factory=list)  # policy, one per optimizer step
+    first: dict[str, float] = field(default_factory=dict)  # `sums` after the first minibatch (approx_kl_first)
     value_grad_norms: list[float] = field(default_factory=list)  # PPO value model (0.0 otherwise)
 
 
@@ -144,10 +151,19 @@ def _train(run: R.Run, cfg: RLConfig) -> dict:
     ckpt = R.Checkpointer(run, f"rl-{cfg.algo}", models.optimizers, {"data": prompts.sampler, "alarm": alarm},
                           value_model=models.value)
     step = ckpt.resume()
+    server = start_server(run, cfg, step)
+    try:
+        return _loop(run, cfg, prompts, models, alarm, ckpt, step, server)
+    finally:
+        if server is not None:
+            server.close()
 
+
+def _loop(run: R.Run, cfg: RLConfig, prompts: Prompts, models: Models, alarm: CollapseAlarm,
+          ckpt: R.Checkpointer, step: int, server: RolloutServer | None) -> dict:
     first_eval = {}
     if prompts.eval_items and (cfg.eval_every or not cfg.max_steps) and step == 0:
-        first_eval = evaluate(run, cfg, models.policy, prompts.eval_items, step)
+        first_eval = evaluate(run, cfg, models.policy, prompts.eval_items, step, server)
     if cfg.max_steps == 0:  # evaluation only
         return {"step": 0, **{k: v for k, v in first_eval.items() if "/" not in k}}
 
@@ -155,13 +171,16 @@ def _train(run: R.Run, cfg: RLConfig) -> dict:
     lengths: list[int] = []
     while step < cfg.max_steps:
         t0 = time.perf_counter()
-        rollout = generate_rollouts(run, cfg, prompts, models.policy, step)  # 1. rollouts
+        lag = server.lag(step) if server is not None else 0
+        rollout = generate_rollouts(run, cfg, prompts, models.policy, step, server)  # 1. rollouts
         scores = score_rollouts(cfg, rollout)  # 2. rewards
         logprobs = rollout_logprobs(run, cfg, models, rollout)  # 3. log-probs, values
         advantages = compute_advantages(cfg, rollout, scores, logprobs)  # 4. advantages
         stats = optimise(run, cfg, models, rollout, logprobs, advantages, step, ckpt)  # 5. updates
         step += 1
+        synced = sync_weights(run, cfg, server, step)  # 5b. decoupled: the server gets the new weights
         metrics, lengths = step_metrics(run, cfg, models, rollout, scores, stats, t0)  # 6. metrics
+        metrics.update(decoupled_metrics(run, server, logprobs, lag, synced))
         if R.log_due(step, cfg):
             run.log.write("train", step, metrics)
         warning = alarm.update(metrics["reasoning_tokens"])
@@ -171,13 +190,13 @@ def _train(run: R.Run, cfg: RLConfig) -> dict:
         bar.set_postfix(reward=f"{metrics['reward']:.3f}", acc=f"{metrics['accuracy']:.3f}",
                         think=f"{metrics['reasoning_tokens']:.0f}")
         if R.due(step, cfg.eval_every, cfg.max_steps):
-            evaluate(run, cfg, models.policy, prompts.eval_items, step)
+            evaluate(run, cfg, models.policy, prompts.eval_items, step, server)
             run.plot(RL_PANELS)
         if R.due(step, cfg.save_every, cfg.max_steps):
             ckpt.save(step)
     bar.close()
 
-    final = evaluate(run, cfg, models.policy, prompts.eval_items, step)
+    final = evaluate(run, cfg, models.policy, prompts.eval_items, step, server)
     path = ckpt.save(step)
     run.plot(RL_PANELS)
     if run.d.main and cfg.plots and lengths:
@@ -186,6 +205,44 @@ def _train(run: R.Run, cfg: RLConfig) -> dict:
     out = {"step": step, "checkpoint": str(path)}
     out.update({f"initial_{k}": v for k, v in first_eval.items() if "/" not in k})
     out.update({k: v for k, v in final.items() if "/" not in k})
+    return out
+
+
+# ---- decoupled rollouts: the server, its weights, what is logged -----------------------------------------
+
+def start_server(run: R.Run, cfg: RLConfig, step: int) -> RolloutServer | None:
+    """A decoupled run's rollout server, connected and given the trainer's weights (all of them: the server
+    may have started from another checkpoint, or the run resumed); None when colocated."""
+    server = connect_rollout_server(cfg, run.tokenizer, run.d)
+    if server is None:
+        return None
+    synced = server.sync(run.model, step, run.compute_dtype, everything=True)
+    run.log.info(f"rollouts from {cfg.rollout.endpoint} ({server.model_name}); weights sync by "
+                 f"{cfg.rollout.sync} every {cfg.rollout.sync_every} step(s); first sync: {synced.tensors} tensors, "
+                 f"{synced.megabytes:.1f} MB in {synced.seconds:.2f} s")
+    return server
+
+
+def sync_weights(run: R.Run, cfg: RLConfig, server: RolloutServer | None, step: int) -> SyncStats | None:
+    """Phase 5b (decoupled): after optimizer step `step`, the trained weights reach the server when due."""
+    if server is None or not server.due(step, cfg):
+        return None
+    return server.sync(run.model, step, run.compute_dtype)
+
+
+def decoupled_metrics(run: R.Run, server: RolloutServer | None, logprobs: RolloutLogprobs, lag: int,
+                      synced: SyncStats | None) -> dict:
+    """The decoupled run's checks: how far the server's log-probs are from the trainer's recomputation, how
+    many steps the rollouts' weights lagged, and the weight sync's cost ({} when colocated)."""
+    if server is None:
+        return {}
+    total, biggest, tokens = logprobs.gap or (0.0, 0.0, 0)
+    summed = run.d.sum([total, float(tokens)])
+    out = {"rollout_logp_gap": summed[0] / max(1.0, summed[1]),
+           "rollout_logp_gap_max": max(run.d.gather_objects(biggest)), "policy_lag": float(lag)}
+    if synced is not None:
+        out.update({"weight_sync_s": synced.seconds, "weight_sync_mb": synced.megabytes,
+                    "weight_sync_tensors": float(synced.tensors)})
     return out
 
 
@@ -280,19 +337,24 @@ def _sampling_temperature(cfg: RLConfig) -> float:
     return cfg.temperature if cfg.temperature > 0 else 1.0
 
 
-def generate_rollouts(run: R.Run, cfg: RLConfig, prompts: Prompts, policy: Policy, step: int) -> Rollout:
-    """Phase 1: this rank's share of the step's prompts, `samples_per_prompt` completions each."""
+def generate_rollouts(run: R.Run, cfg: RLConfig, prompts: Prompts, policy: Policy, step: int,
+                      server: RolloutServer | None = None) -> Rollout:
+    """Phase 1: this rank's share of the step's prompts, `samples_per_prompt` completions each, from the
+    engine on the policy (colocated) or from the rollout server (decoupled; the same seeds)."""
     t0 = time.perf_counter()
     draws = [prompts.sampler.next() for _ in range(cfg.prompts_per_step)]  # every rank draws them all
     mine = R.rank_share(list(enumerate(draws)), run.d)
     items = [prompts.sources[s][i] for _, (s, i) in mine]
     source_ids = [s for _, (s, _) in mine]
-    encoded = [run.processor.encode(R.prompt_messages(item, cfg.prompts[s].kind), think=True)
-               for item, s in zip(items, source_ids)]
+    messages = [R.prompt_messages(item, cfg.prompts[s].kind) for item, s in zip(items, source_ids)]
+    encoded = [run.processor.encode(m, think=True) for m in messages]
     sp = [SamplingParams(n=cfg.samples_per_prompt, temperature=cfg.temperature, top_p=cfg.top_p,
                          max_tokens=cfg.max_new_tokens, max_think_tokens=cfg.max_think_tokens,
                          seed=(cfg.seed * 1_000_003 + step * 10_007 + g) % 2**62) for g, _ in mine]
-    outs = R.generate(run, run.inference_model(policy), encoded, sp, cfg.rollout_batch_size)
+    if server is not None:
+        outs = server.complete(messages, sp, expected=[e.input_ids for e in encoded])
+    else:
+        outs = R.generate(run, run.inference_model(policy), encoded, sp, cfg.rollout_batch_size)
     seconds = time.perf_counter() - t0
     examples = []
     for enc, item, s, comps in zip(encoded, items, source_ids, outs):
@@ -344,13 +406,32 @@ def rollout_logprobs(run: R.Run, cfg: RLConfig, models: Models, rollout: Rollout
             ref_logp = models.ref(**batch.inputs(), temperature=temp)[0] if models.ref is not None else None
         for k, i in enumerate(idx):
             L = len(examples[i])
-            out.logp.append(logp[k, :L].float().cpu())
+            out.logp.append(_server_logp(examples[i], rollout.completions[i], logp[k, :L].float().cpu(), out))
             if v is not None:
                 out.values.append((v[k, :L] * mask[k, :L]).float().cpu())
             if ref_logp is not None:
                 out.ref_logp.append(ref_logp[k, :L].float().cpu())
     models.policy.train()
     return out
+
+
+def _server_logp(ex: Example, c: Completion, trainer: torch.Tensor, out: RolloutLogprobs) -> torch.Tensor:
+    """The rollout policy's log-probs [L]: the trainer's recomputation (colocated), or (decoupled) the
+    server's for every sampled token — the policy the tokens really came from — with |server − trainer| added
+    to `out.gap` over the tokens the loss uses (not forced ones)."""
+    server = getattr(c, "logprobs", None)
+    if server is None:
+        return trainer
+    logp = trainer.clone()
+    n = min(len(server), len(ex) - ex.n_prompt)  # (a completion with nothing generated scores an added EOT)
+    logp[ex.n_prompt : ex.n_prompt + n] = torch.tensor(server[:n], dtype=torch.float32)
+    used = torch.ones(n, dtype=torch.bool)
+    used[[p for p in c.forced_positions if p < n]] = False
+    diff = (logp[ex.n_prompt : ex.n_prompt + n] - trainer[ex.n_prompt : ex.n_prompt + n]).abs()[used]
+    total, biggest, tokens = out.gap or (0.0, 0.0, 0)
+    out.gap = (total + float(diff.sum()), max(biggest, float(diff.max()) if diff.numel() else 0.0),
+               tokens + int(diff.numel()))
+    return logp
 
 
 def _pad(rows: list[torch.Tensor], width: int) -> torch.Tensor:
@@ -397,6 +478,8 @@ def optimise(run: R.Run, cfg: RLConfig, models: Models, rollout: Rollout, logpro
         perm = rng.permutation(len(rollout.examples)).tolist()
         for mb in np.array_split(np.asarray(perm), cfg.minibatches):
             loss = _accumulate_gradients(run, cfg, models, rollout, logprobs, advantages, mb.tolist(), stats.sums)
+            if not stats.first:  # before any update of this step: the ratio is rollout policy vs. the same weights
+                stats.first = dict(stats.sums)
             _optimizer_step(run, cfg, models, loss, step, ckpt, stats)
     return stats
 
@@ -462,6 +545,7 @@ def step_metrics(run: R.Run, cfg: RLConfig, models: Models, rollout: Rollout, sc
     keys = sorted(stats.sums)
     totals = dict(zip(keys, d.sum([stats.sums[k] for k in keys])))
     tokens = max(1.0, totals.get("tokens", 1.0))
+    first = d.sum([stats.first.get("approx_kl_sum", 0.0), stats.first.get("tokens", 0.0)])
     local = [(float(scores.total[j]), scores.correct[j], scores.format[j], c.reasoning_tokens, c.completion_tokens,
               c.finish_reason == "length") for j, c in enumerate(rollout.completions)]
     arr = np.asarray([r for part in d.gather_objects(local) for r in part], dtype=np.float64)
@@ -478,6 +562,8 @@ def step_metrics(run: R.Run, cfg: RLConfig, models: Models, rollout: Rollout, sc
         "entropy": totals.get("entropy_sum", 0.0) / tokens,
         "clip_fraction": totals.get("clip_fraction_sum", 0.0) / tokens,
         "approx_kl": totals.get("approx_kl_sum", 0.0) / tokens,
+        # the first minibatch, before this step's first update: ≈ 0 when the rollouts' log-probs are the policy's
+        "approx_kl_first": first[0] / max(1.0, first[1]),
         "policy_loss": totals.get("policy_loss_sum", 0.0) / tokens,
         "grad_norm": float(np.mean(stats.grad_norms)), "lr": stats.lr,
         "groups_all_same": float((group_std == 0).float().mean()),
@@ -491,11 +577,13 @@ def step_metrics(run: R.Run, cfg: RLConfig, models: Models, rollout: Rollout, sc
     return metrics, arr[:, 3].astype(int).tolist()
 
 
-def evaluate(run: R.Run, cfg: RLConfig, policy: Policy, items: list[dict], step: int) -> dict:
-    """Mean reward (the `eval_kind` reward) and accuracy on the held-out prompts; {} without any."""
+def evaluate(run: R.Run, cfg: RLConfig, policy: Policy, items: list[dict], step: int,
+             server: RolloutServer | None = None) -> dict:
+    """Mean reward (the `eval_kind` reward) and accuracy on the held-out prompts; {} without any. Decoupled,
+    the server answers (it holds this step's weights: `RolloutServer.due` syncs before every evaluation)."""
     if not items:
         return {}
-    result = R.evaluate_generation(run, run.inference_model(policy), items, cfg.eval_kind,
+    result = R.evaluate_generation(run, server or run.inference_model(policy), items, cfg.eval_kind,
                                    cfg.eval_max_tokens or cfg.max_new_tokens, cfg.max_think_tokens,
                                    reward=rw.get("audio" if cfg.eval_kind == "audio" else "text"), seed=cfg.seed,
                                    temperature=cfg.eval_temperature, samples=cfg.eval_samples)

@@ -352,13 +352,17 @@ def prompt_messages(item: dict, kind: str) -> list[dict]:
     return user_message(text, [{"type": "audio", "audio": p} for p in paths])
 
 
-def generate(run: Run, model: torch.nn.Module, prompts: list, params, max_batch_size: int = 64) -> list:
-    """Completions of this rank's prompts (messages or Encoded) through the engine; `params` is one
+def generate(run: Run, model, prompts: list, params, max_batch_size: int = 64) -> list:
+    """Completions of this rank's prompts (messages or Encoded) through the engine on `model`, or from a
+    decoupled run's rollout server (`model` a `rollout.RolloutServer`; prompts as messages); `params` is one
     SamplingParams for all prompts or a list with one per prompt (e.g. a seed each). Returns
     list[list[Completion]]."""
     from audior1.engine import Engine
+    from audior1.train.rollout import RolloutServer
 
     params_list = params if isinstance(params, list) else [params] * len(prompts)
+    if isinstance(model, RolloutServer):
+        return model.complete(prompts, params_list)
     was_training = model.training
     engine = Engine(model, run.processor, max_batch_size=max_batch_size)
     with torch.no_grad():

@@ -83,6 +83,24 @@ def set_rng_state(state: dict) -> None:
                                       for s in state["cuda"]])
 
 
+def write_model(path: Path, d: Dist, model: torch.nn.Module, tokenizer, items,
+                dtype: torch.dtype | None = None) -> None:
+    """The model in the official layout — weights (`items`: (name, full tensor) pairs, in `dtype`, default the
+    model's), config.json, generation_config.json, tokenizer — into `path`, which `audior1.load_model` reads.
+    A collective when `items` gathers FSDP shards: every rank iterates them, rank 0 writes."""
+    if not d.main:
+        for _ in items:
+            pass
+        return
+    dtype = dtype or model.dtype
+    write_tensors(path, items, dtype_name=str(dtype).removeprefix("torch."))
+    config = copy.deepcopy(model.config)  # the live model's config must not change as a side effect
+    config.torch_dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype, "float32")
+    (path / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    write_generation_config(path, config)
+    tokenizer.save(path)
+
+
 def save(out_dir: str | Path, step: int, d: Dist, *, model: torch.nn.Module, tokenizer,
          optimizers: dict[str, tuple[torch.nn.Module, torch.optim.Optimizer]], trainer_state: dict,
          value_model: torch.nn.Module | None = None, keep: int = 2, lora_of=None) -> Path:
@@ -104,17 +122,8 @@ def save(out_dir: str | Path, step: int, d: Dist, *, model: torch.nn.Module, tok
         from audior1.train import lora
 
         lora.save(model, lora_of, tmp, d.main)
-    items = full_state_items(model) if lora_of is None else iter(())
-    if d.main and lora_of is None:
-        write_tensors(tmp, items, dtype_name=str(model.dtype).removeprefix("torch."))
-        config = copy.deepcopy(model.config)  # the live model's config must not change as a side effect
-        config.torch_dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(model.dtype, "float32")
-        (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        write_generation_config(tmp, config)
-        tokenizer.save(tmp)
     else:
-        for _ in items:
-            pass
+        write_model(tmp, d, model, tokenizer, full_state_items(model))
     if value_model is not None:
         items = full_state_items(value_model)
         if d.main:
