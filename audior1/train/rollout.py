@@ -106,7 +106,6 @@ class RolloutServer:
         self.reload_dir = Path(cfg.reload_dir or Path(out_dir) / "rollout-weights").resolve()
         self.synced_step: int | None = None  # the optimizer step whose weights the server holds
         self.model_name: str | None = None
-        self._audio_b64: dict[str, str] = {}
         self._nccl_group = None
         self._pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="audior1-rollout")
 
@@ -152,10 +151,11 @@ class RolloutServer:
 
     # ---- completions ----
 
-    def _audio_part(self, path: str) -> dict:
-        if path not in self._audio_b64:
-            self._audio_b64[path] = base64.b64encode(Path(path).read_bytes()).decode()
-        return {"type": "input_audio", "input_audio": {"data": self._audio_b64[path],
+    @staticmethod
+    def _audio_part(path: str) -> dict:
+        """A local clip as base64 `input_audio`, read afresh for every request (no cache: a real prompt set's
+        clips would not fit in memory, and reading one costs little beside generating from it)."""
+        return {"type": "input_audio", "input_audio": {"data": base64.b64encode(Path(path).read_bytes()).decode(),
                                                        "format": Path(path).suffix.lstrip(".") or "wav"}}
 
     def _wire_messages(self, messages: list[dict]) -> list[dict]:
