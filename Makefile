@@ -6,7 +6,7 @@ STAMP := $(VENV)/.audior1-installed
 
 .PHONY: setup quickstart test test-all mutation bench clean
 
-$(STAMP): pyproject.toml scripts/setup.sh
+$(STAMP): pyproject.toml scripts/setup.sh constraints.txt
 	bash scripts/setup.sh
 	touch $(STAMP)
 

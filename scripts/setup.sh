@@ -33,5 +33,8 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
   "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" 2>&1 | grep -v "^WARNING: Location" || true
 fi
 echo "installing audior1, its LoRA and quantization extras, and its test dependencies"
-"$VENV/bin/python" -m pip install -q -e ".[lora,quant,test]" 2>&1 | grep -v "^WARNING: Location" || true
+# within the pinned versions the documented measurements were made with (constraints.txt), unless asked not to
+PINS=(-c constraints.txt)
+if [ "${AUDIOR1_UNPINNED:-0}" = 1 ]; then PINS=(); echo "(unpinned: the newest versions)"; fi
+"$VENV/bin/python" -m pip install -q "${PINS[@]}" -e ".[lora,quant,test]" 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import torch, audior1; print(f'audior1 {audior1.__version__} ready (torch {torch.__version__})')"
