@@ -229,6 +229,7 @@ class Engine:
         self._lock = threading.Lock()
         self._stale_cache = False  # the running rows' KV cache predates the weights (see `load_weights`)
         self.quantized: str | None = None  # set by from_pretrained(quantize=…): weight updates are refused
+        self._weight_map: dict[str, torch.Tensor] | None = None  # see `_weights`
         self._reset()
         self._fast_decoder = FastDecoder(model)
         self._audio_token_ids = [i for i in (self.tokenizer.audio_start_id, self.tokenizer.audio_end_id,
@@ -343,9 +344,16 @@ class Engine:
                     "the checkpoint's")
         return None
 
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """The model's tensors by checkpoint name, built once: updates copy into these tensors in place, so the
+        map never goes stale (and a reload of 1 264 tensors does not rebuild a state dict per tensor)."""
+        if self._weight_map is None:
+            self._weight_map = self.model.state_dict(keep_vars=True)
+        return self._weight_map
+
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor an update may name (the checkpoint names: `model.state_dict()`'s) and its shape."""
-        return {k: tuple(v.shape) for k, v in self.model.state_dict(keep_vars=True).items()}
+        return {k: tuple(v.shape) for k, v in self._weights().items()}
 
     def check_weights(self, tensors: dict[str, torch.Tensor]) -> list[str]:
         """Every reason these tensors cannot be copied into the model (empty: they all can): an unknown name,
@@ -367,10 +375,10 @@ class Engine:
     @torch.no_grad()
     def load_weights(self, tensors, clear_cache: bool = True) -> int:
         """Copy (name, tensor) pairs into the model in place (cast to its dtype and device), one at a time;
-        check them first (`check_weights`). Call only while no `step()` runs. Rows already running keep
+        the caller checks them first (`check_weights`). Call only while no `step()` runs. Rows already running keep
         their tokens; their KV cache, computed with the old weights, is recomputed at the next step unless
         `clear_cache` is False (then their context stays as the old weights saw it). Returns how many."""
-        targets = self.model.state_dict(keep_vars=True)
+        targets = self._weights()
         n = 0
         for name, value in tensors:
             self._stale_cache = self._stale_cache or (clear_cache and bool(self._rows))
@@ -502,14 +510,20 @@ class Engine:
             self._pending = pending
         return admitted
 
+    def _left_padded(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) [B, width] on the CPU, left-padded: every row's last token is real."""
+        width = max(len(seq) for seq in sequences)
+        input_ids = torch.full((len(sequences), width), self.tokenizer.endoftext_id or 0, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.bool)
+        for i, seq in enumerate(sequences):
+            input_ids[i, width - len(seq):] = torch.tensor(seq)
+            attention_mask[i, width - len(seq):] = True
+        return input_ids, attention_mask
+
     def _prefill(self, requests: list[Request]) -> None:
         device = self.model.device
-        width = max(r.prompt_tokens for r in requests)
-        input_ids = torch.full((len(requests), width), self.tokenizer.endoftext_id or 0, dtype=torch.long)
-        attention_mask = torch.zeros((len(requests), width), dtype=torch.bool)
-        for i, r in enumerate(requests):  # left padding: every row's last token is real
-            input_ids[i, width - r.prompt_tokens:] = torch.tensor(r.encoded.input_ids)
-            attention_mask[i, width - r.prompt_tokens:] = True
+        input_ids, attention_mask = self._left_padded([r.encoded.input_ids for r in requests])
+        width = input_ids.shape[1]
         headroom = min(max(r.params.max_tokens for r in requests) + len(self.think_end_ids), 256)  # grows on demand
         cache = self.model.new_cache(len(requests), width + headroom)
         out = self.model(input_ids.to(device), attention_mask=attention_mask.to(device),
@@ -547,7 +561,7 @@ class Engine:
         """Recompute the running rows' KV cache with the current weights (after a weight update): each row's
         prompt and generated tokens (all but the one it feeds next) are prefilled again, audio included, in
         groups of at most `max_prefill_tokens`. Positions, seen tokens, generators and text are untouched."""
-        rows, device = self._rows, self.model.device
+        rows = self._rows
         sequences = [s.request.encoded.input_ids + s.ids[:-1] for s in rows]  # s.ids[-1] is `_next`
         headroom = min(max(s.params.max_tokens - len(s.ids) for s in rows) + len(self.think_end_ids), 256)
         caches, group = [], []
@@ -564,13 +578,8 @@ class Engine:
 
     def _prefill_rows(self, group: list[int], sequences: list[list[int]], headroom: int) -> KVCache:
         device = self.model.device
-        width = max(len(sequences[i]) for i in group)
-        input_ids = torch.full((len(group), width), self.tokenizer.endoftext_id or 0, dtype=torch.long)
-        attention_mask = torch.zeros((len(group), width), dtype=torch.bool)
-        for k, i in enumerate(group):  # left padding, as in `_prefill`
-            input_ids[k, width - len(sequences[i]):] = torch.tensor(sequences[i])
-            attention_mask[k, width - len(sequences[i]):] = True
-        cache = self.model.new_cache(len(group), width + headroom)
+        input_ids, attention_mask = self._left_padded([sequences[i] for i in group])
+        cache = self.model.new_cache(len(group), input_ids.shape[1] + headroom)
         self.model(input_ids.to(device), attention_mask=attention_mask.to(device), cache=cache, return_logits=False,
                    audio_embeds=self._audio_embeds([self._rows[i].request for i in group]))
         return cache

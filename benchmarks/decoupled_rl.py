@@ -27,20 +27,15 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from server_throughput import free_port, start_server  # noqa: E402
 
 
 def _prepare(root: Path, args) -> tuple[Path, Path]:
@@ -79,21 +74,6 @@ def _torchrun(args: list[str]) -> None:
         raise SystemExit(f"training failed:\n{proc.stderr[-3000:]}")
 
 
-def _serve(model: Path, port: int, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "audior1.cli", "serve", "--model", str(model), "--port", str(port),
-                             "--enable-weight-updates", "--threads", "1", "--log-level", "warning"],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.3)
-
-
 def _summary(out: Path) -> dict:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["kind"] == "train"][1:]  # the first step also fills caches
@@ -108,8 +88,9 @@ def run_variant(name: str, root: Path, cfg: Path, model: Path, sync: str, i: int
     if name == "colocated":
         _torchrun(["--config", str(cfg), f"out_dir={out}"])
         return _summary(out)
-    port = _free_port()
-    server = _serve(model, port, root / f"serve-{i}.log")
+    port = free_port()
+    with (root / f"serve-{i}.log").open("w") as log:
+        server = start_server(model, port, "--enable-weight-updates", "--threads", "1", log=log)
     try:
         _torchrun(["--config", str(cfg), f"out_dir={out}", f"rollout.endpoint=http://127.0.0.1:{port}",
                    f"rollout.sync={sync}"])

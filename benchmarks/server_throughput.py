@@ -39,6 +39,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(model_dir, port: int, *extra: str, log=subprocess.DEVNULL, timeout: float = 120) -> subprocess.Popen:
+    """`audior1 serve` on `port` (output to `log`), returned once /health answers; SystemExit if it does not."""
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "audior1.cli", "serve", "--model", str(model_dir), "--port",
+                               str(port), "--log-level", "warning", *extra], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise SystemExit("the server did not start")
+        time.sleep(0.2)
+
+
 def request_body(i: int, audio_b64: str, tokens: int) -> dict:
     return {"messages": [{"role": "user", "content": [
         {"type": "text", "text": f"Question {i}: what do you hear in this clip, and how long is it?"},
@@ -114,20 +132,8 @@ def main() -> None:
             init_checkpoint("demo", model_dir, seed=0)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "audior1.cli", "serve", "--model", str(model_dir), "--port",
-                                   str(port), "--log-level", "warning", "--threads", str(args.threads)], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        server = start_server(model_dir, port, "--threads", str(args.threads))
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(url + "/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.2)
             short = base64.b64encode(tone_wav(2.0)).decode()
             ten = base64.b64encode(tone_wav(10.0)).decode()
             bodies = [request_body(i, short, args.tokens) for i in range(args.clients)]

@@ -44,11 +44,11 @@ MUTANTS = (
             "tests/test_train_rl.py::test_rl_resume_continues_identically",
             "tests/test_train_distributed.py::test_ppo_with_kl_resumed_under_two_processes_matches_one")),
     Mutant("fork_is_a_prefill_per_sample", "audior1/engine.py",
-           "        width = max(r.prompt_tokens for r in requests)\n",
-           "        width = max(r.prompt_tokens for r in requests)\n"
+           "        input_ids, attention_mask = self._left_padded([r.encoded.input_ids for r in requests])\n",
            "        requests = [r for r in requests for _ in range(r.params.n)]  # MUTANT: one prefill row per sample\n"
            "        for r in requests:\n"
-           "            r.samples.clear()\n",
+           "            r.samples.clear()\n"
+           "        input_ids, attention_mask = self._left_padded([r.encoded.input_ids for r in requests])\n",
            ("tests/test_engine.py::test_n_samples_share_one_prefill",)),
     Mutant("checkpointing_off", "audior1/model.py",
            "        self.model.gradient_checkpointing = enabled\n        self.encoder.gradient_checkpointing = enabled",
